@@ -1,0 +1,339 @@
+//! Keys are `/`-separated paths with string values, kept sorted.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Turns any spelling of a key into the one form the tree uses: a leading `/`, no
+/// empty segments, no trailing `/` (the root stays `/`).
+pub fn normalize_key(key: &str) -> String {
+    let mut out = String::with_capacity(key.len() + 1);
+    for segment in key.split('/').filter(|s| !s.is_empty()) {
+        out.push('/');
+        out.push_str(segment);
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    out
+}
+
+/// Joins a global prefix and a resource prefix (or a prefix and a key) as confd
+/// does: `/production` + `myapp` is `/production/myapp`.
+pub fn join_prefix(prefix: &str, rest: &str) -> String {
+    normalize_key(&format!("{prefix}/{rest}"))
+}
+
+/// True when `key` is `prefix` itself or lies below it, segment-wise: `/app`
+/// covers `/app/x` but not `/apple`.
+pub(crate) fn under(key: &str, prefix: &str) -> bool {
+    if prefix == "/" {
+        return true;
+    }
+    match key.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+/// A sorted map from normalized keys to values.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyTree {
+    entries: BTreeMap<String, String>,
+}
+
+impl KeyTree {
+    /// An empty tree.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets `key` (normalized here) to `value`; returns the old value.
+    pub fn insert(&mut self, key: &str, value: impl Into<String>) -> Option<String> {
+        self.entries.insert(normalize_key(key), value.into())
+    }
+
+    /// Removes `key`; returns its value.
+    pub fn remove(&mut self, key: &str) -> Option<String> {
+        self.entries.remove(&normalize_key(key))
+    }
+
+    /// The value of `key`, if set.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        match self.entries.get(key) {
+            Some(v) => Some(v.as_str()),
+            None => self.entries.get(&normalize_key(key)).map(String::as_str),
+        }
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when there are no keys.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// All entries in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.entries.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// Entries at or below `prefix` (normalized), in key order.
+    pub fn under<'a>(&'a self, prefix: &str) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        let prefix = normalize_key(prefix);
+        let scan = prefix.clone();
+        self.entries
+            .range(prefix.clone()..)
+            .take_while(move |(k, _)| scan == "/" || k.starts_with(scan.as_str()))
+            .filter(move |(k, _)| under(k, &prefix))
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// True when some key lies at or below `prefix`.
+    pub fn has_under(&self, prefix: &str) -> bool {
+        self.under(prefix).next().is_some()
+    }
+
+    /// Keeps only the keys covered by one of `prefixes`.
+    pub fn retain_under(&mut self, prefixes: &[String]) {
+        self.entries
+            .retain(|k, _| prefixes.iter().any(|p| under(k, p)));
+    }
+
+    /// Moves every entry of `other` into this tree.
+    pub fn extend(&mut self, other: KeyTree) {
+        self.entries.extend(other.entries);
+    }
+
+    /// Keys whose value differs between the two trees, including keys only one has.
+    pub fn changed_keys(&self, other: &KeyTree) -> BTreeSet<String> {
+        let mut changed = BTreeSet::new();
+        for (k, v) in &self.entries {
+            if other.entries.get(k) != Some(v) {
+                changed.insert(k.clone());
+            }
+        }
+        for k in other.entries.keys() {
+            if !self.entries.contains_key(k) {
+                changed.insert(k.clone());
+            }
+        }
+        changed
+    }
+
+    /// Sorted, distinct names of the direct children of `path` (confd's `ls`).
+    pub fn ls(&self, path: &str) -> Vec<String> {
+        self.children(path, false)
+    }
+
+    /// Sorted names of the direct children of `path` that have children of their
+    /// own (confd's `lsdir`).
+    pub fn lsdir(&self, path: &str) -> Vec<String> {
+        self.children(path, true)
+    }
+
+    fn children(&self, path: &str, dirs_only: bool) -> Vec<String> {
+        let path = normalize_key(path);
+        let base_len = if path == "/" { 1 } else { path.len() + 1 };
+        let mut names: Vec<String> = Vec::new();
+        for (key, _) in self.under(&path) {
+            if key.len() <= base_len {
+                continue; // the path itself
+            }
+            let rest = &key[base_len..];
+            let (name, deeper) = match rest.find('/') {
+                Some(i) => (&rest[..i], true),
+                None => (rest, false),
+            };
+            if dirs_only && !deeper {
+                continue;
+            }
+            if names.last().map(String::as_str) != Some(name) {
+                names.push(name.to_string());
+            }
+        }
+        names.dedup();
+        names
+    }
+
+    /// Entries whose key matches `pattern` (confd's `gets`/`getvs` rule: `*`
+    /// matches within one segment, `?` one character), in key order.
+    pub fn glob<'a>(&'a self, pattern: &str) -> Vec<(&'a str, &'a str)> {
+        let pattern = normalize_key(pattern);
+        // Only keys below the literal part of the pattern can match.
+        let literal: String = match pattern.find(['*', '?', '[']) {
+            Some(i) => pattern[..i]
+                .rsplit_once('/')
+                .map_or("/", |(p, _)| p)
+                .to_string(),
+            None => pattern.clone(),
+        };
+        let pat_segments: Vec<&str> = pattern.split('/').collect();
+        self.under(if literal.is_empty() { "/" } else { &literal })
+            .filter(|(k, _)| {
+                let segs: Vec<&str> = k.split('/').collect();
+                segs.len() == pat_segments.len()
+                    && segs
+                        .iter()
+                        .zip(&pat_segments)
+                        .all(|(s, p)| segment_matches(p.as_bytes(), s.as_bytes()))
+            })
+            .collect()
+    }
+}
+
+/// Shell-style match of one path segment: `*` any run, `?` one character,
+/// `[abc]`/`[a-z]`/`[!a]` a class, `\x` a literal.
+fn segment_matches(pat: &[u8], s: &[u8]) -> bool {
+    let (mut p, mut i) = (0usize, 0usize);
+    let (mut star_p, mut star_i) = (usize::MAX, 0usize);
+    while i < s.len() {
+        if p < pat.len() {
+            match pat[p] {
+                b'*' => {
+                    star_p = p;
+                    star_i = i;
+                    p += 1;
+                    continue;
+                }
+                b'?' => {
+                    p += 1;
+                    i += 1;
+                    continue;
+                }
+                b'[' => {
+                    if let Some((matched, next)) = class_matches(pat, p, s[i]) {
+                        if matched {
+                            p = next;
+                            i += 1;
+                            continue;
+                        }
+                    }
+                }
+                b'\\' if p + 1 < pat.len() => {
+                    if pat[p + 1] == s[i] {
+                        p += 2;
+                        i += 1;
+                        continue;
+                    }
+                }
+                c if c == s[i] => {
+                    p += 1;
+                    i += 1;
+                    continue;
+                }
+                _ => {}
+            }
+        }
+        if star_p != usize::MAX {
+            p = star_p + 1;
+            star_i += 1;
+            i = star_i;
+            continue;
+        }
+        return false;
+    }
+    while p < pat.len() && pat[p] == b'*' {
+        p += 1;
+    }
+    p == pat.len()
+}
+
+/// Matches `c` against the class starting at `pat[start] == b'['`; returns
+/// whether it matched and the index after the class, or `None` if unterminated.
+fn class_matches(pat: &[u8], start: usize, c: u8) -> Option<(bool, usize)> {
+    let mut j = start + 1;
+    let negate = j < pat.len() && (pat[j] == b'!' || pat[j] == b'^');
+    if negate {
+        j += 1;
+    }
+    let mut matched = false;
+    let mut first = true;
+    while j < pat.len() && (first || pat[j] != b']') {
+        first = false;
+        let lo = pat[j];
+        if j + 2 < pat.len() && pat[j + 1] == b'-' && pat[j + 2] != b']' {
+            if lo <= c && c <= pat[j + 2] {
+                matched = true;
+            }
+            j += 3;
+        } else {
+            if lo == c {
+                matched = true;
+            }
+            j += 1;
+        }
+    }
+    if j >= pat.len() {
+        return None;
+    }
+    Some((matched != negate, j + 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree(pairs: &[(&str, &str)]) -> KeyTree {
+        let mut t = KeyTree::new();
+        for (k, v) in pairs {
+            t.insert(k, *v);
+        }
+        t
+    }
+
+    #[test]
+    fn normalizes() {
+        assert_eq!(normalize_key(""), "/");
+        assert_eq!(normalize_key("a//b/"), "/a/b");
+        assert_eq!(join_prefix("/production", "myapp"), "/production/myapp");
+        assert_eq!(join_prefix("/", "/db/host"), "/db/host");
+    }
+
+    #[test]
+    fn under_is_segment_wise() {
+        let t = tree(&[("/app/x", "1"), ("/apple", "2"), ("/app", "0")]);
+        let keys: Vec<_> = t.under("/app").map(|(k, _)| k).collect();
+        assert_eq!(keys, ["/app", "/app/x"]);
+        assert_eq!(t.under("/").count(), 3);
+    }
+
+    #[test]
+    fn ls_and_lsdir() {
+        let t = tree(&[
+            ("/s/b/x", "1"),
+            ("/s/a", "1"),
+            ("/s/b/y", "1"),
+            ("/s/c/d/e", "1"),
+        ]);
+        assert_eq!(t.ls("/s"), ["a", "b", "c"]);
+        assert_eq!(t.lsdir("/s"), ["b", "c"]);
+        assert_eq!(t.ls("/"), ["s"]);
+        assert!(t.ls("/nope").is_empty());
+    }
+
+    #[test]
+    fn glob_stays_in_segment() {
+        let t = tree(&[
+            ("/u/a/host", "1"),
+            ("/u/b/host", "2"),
+            ("/u/b/c/host", "3"),
+            ("/u/b/port", "4"),
+        ]);
+        let m: Vec<_> = t.glob("/u/*/host").into_iter().map(|(k, _)| k).collect();
+        assert_eq!(m, ["/u/a/host", "/u/b/host"]);
+        assert_eq!(t.glob("/u/b/*").len(), 2);
+        assert_eq!(t.glob("/u/[ab]/h?st").len(), 2);
+        assert_eq!(t.glob("/u/[!a]/host").len(), 1);
+        assert_eq!(t.glob("/u/b/port").len(), 1);
+    }
+
+    #[test]
+    fn changed_keys_both_ways() {
+        let a = tree(&[("/a", "1"), ("/b", "2")]);
+        let b = tree(&[("/b", "3"), ("/c", "4")]);
+        let c: Vec<_> = a.changed_keys(&b).into_iter().collect();
+        assert_eq!(c, ["/a", "/b", "/c"]);
+    }
+}

@@ -24,7 +24,7 @@ pub fn join_prefix(prefix: &str, rest: &str) -> String {
 
 /// True when `key` is `prefix` itself or lies below it, segment-wise: `/app`
 /// covers `/app/x` but not `/apple`.
-pub(crate) fn under(key: &str, prefix: &str) -> bool {
+pub fn is_under(key: &str, prefix: &str) -> bool {
     if prefix == "/" {
         return true;
     }
@@ -86,7 +86,7 @@ impl KeyTree {
         self.entries
             .range(prefix.clone()..)
             .take_while(move |(k, _)| scan == "/" || k.starts_with(scan.as_str()))
-            .filter(move |(k, _)| under(k, &prefix))
+            .filter(move |(k, _)| is_under(k, &prefix))
             .map(|(k, v)| (k.as_str(), v.as_str()))
     }
 
@@ -98,7 +98,7 @@ impl KeyTree {
     /// Keeps only the keys covered by one of `prefixes`.
     pub fn retain_under(&mut self, prefixes: &[String]) {
         self.entries
-            .retain(|k, _| prefixes.iter().any(|p| under(k, p)));
+            .retain(|k, _| prefixes.iter().any(|p| is_under(k, p)));
     }
 
     /// Moves every entry of `other` into this tree.
@@ -203,20 +203,16 @@ fn segment_matches(pat: &[u8], s: &[u8]) -> bool {
                     continue;
                 }
                 b'[' => {
-                    if let Some((matched, next)) = class_matches(pat, p, s[i]) {
-                        if matched {
-                            p = next;
-                            i += 1;
-                            continue;
-                        }
-                    }
-                }
-                b'\\' if p + 1 < pat.len() => {
-                    if pat[p + 1] == s[i] {
-                        p += 2;
+                    if let Some((true, next)) = class_matches(pat, p, s[i]) {
+                        p = next;
                         i += 1;
                         continue;
                     }
+                }
+                b'\\' if p + 1 < pat.len() && pat[p + 1] == s[i] => {
+                    p += 2;
+                    i += 1;
+                    continue;
                 }
                 c if c == s[i] => {
                     p += 1;

@@ -14,7 +14,7 @@ mod keys;
 
 pub use catalog::{Catalog, ServiceInstance};
 pub use error::BackendError;
-pub use keys::{join_prefix, normalize_key, KeyTree};
+pub use keys::{is_under, join_prefix, normalize_key, KeyTree};
 
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
@@ -32,7 +32,7 @@ pub struct Interest {
 impl Interest {
     /// True when `key` lies under one of the prefixes.
     pub fn covers(&self, key: &str) -> bool {
-        self.prefixes.iter().any(|p| keys::under(key, p))
+        self.prefixes.iter().any(|p| is_under(key, p))
     }
 }
 

@@ -1,0 +1,542 @@
+//! The watch stream: `notify` watches on the directories holding the files,
+//! bursts of events coalesced, everything re-read and compared with what was last
+//! sent.
+//!
+//! Directories rather than files are watched because editors often save by
+//! writing a new file and renaming it over the old one: a watch on the old file
+//! would follow the old inode and go quiet. A directory that disappears (or
+//! cannot be watched yet) is retried on every change and, meanwhile, once a
+//! second, so the stream heals without a restart.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use notify::event::{AccessKind, AccessMode};
+use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
+use sidekick_backend::{BackendError, Interest, Snapshot, Update, UpdateStream};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::read::{self, is_data_file_name};
+use crate::{Config, SourceKind, NAME};
+
+/// Quiet time after an event before re-reading, so one save (several events) is
+/// one re-read. Small, so a save re-renders at once.
+const QUIET: Duration = Duration::from_millis(20);
+
+/// Longest a burst of events may postpone the re-read.
+const MAX_BURST: Duration = Duration::from_millis(250);
+
+/// How often to re-read while some directory cannot be watched (it does not
+/// exist yet, or the watcher could not be created at all).
+const POLL: Duration = Duration::from_secs(1);
+
+/// What the notify callback passes to the stream.
+#[derive(Debug)]
+enum Signal {
+    /// Something happened to these paths.
+    Paths(Vec<PathBuf>),
+    /// Events may have been lost (queue overflow, watcher error): re-read.
+    Rescan,
+}
+
+/// A directory we keep a watch on.
+#[derive(Debug)]
+struct WatchedDir {
+    /// Absolute path, as watched.
+    path: PathBuf,
+    /// Its canonical path when last watched; some platforms (macOS) report
+    /// events under it rather than under the path watched.
+    canonical: Option<PathBuf>,
+    /// Whether the watch is believed to be in place.
+    active: bool,
+}
+
+impl WatchedDir {
+    fn is(&self, path: &Path) -> bool {
+        path == self.path || self.canonical.as_deref() == Some(path)
+    }
+
+    fn is_parent_of(&self, path: &Path) -> bool {
+        path.parent().is_some_and(|p| self.is(p))
+    }
+}
+
+/// A path pattern whose events mean the data may have changed.
+#[derive(Debug)]
+enum Target {
+    /// The file `name` in `dirs[dir]`.
+    File { dir: usize, name: OsString },
+    /// Any data file directly in `dirs[dir]`.
+    DirContents { dir: usize },
+}
+
+/// Everything the stream owns. Dropping it drops the watcher (which stops its
+/// thread and the callback's sender) and the receiver.
+struct State {
+    config: Arc<Config>,
+    interest: Interest,
+    watcher: Option<RecommendedWatcher>,
+    rx: mpsc::UnboundedReceiver<Signal>,
+    /// True once the channel reported closed (no watcher): poll instead.
+    closed: bool,
+    dirs: Vec<WatchedDir>,
+    targets: Vec<Target>,
+    /// An error to report before anything else (watcher creation failed).
+    pending: Option<BackendError>,
+    /// False until the first read, which happens without waiting for an event.
+    primed: bool,
+    /// The last snapshot sent.
+    last: Option<Snapshot>,
+    /// The text of the last error sent, cleared by a good read.
+    last_error: Option<String>,
+}
+
+/// Starts watching: the watcher is running when this returns, so nothing saved
+/// after it is missed; the stream's first item is the snapshot as of its first
+/// poll.
+pub(crate) fn stream(config: Arc<Config>, interest: Interest) -> UpdateStream {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let handler = move |result: notify::Result<Event>| {
+        let signal = match result {
+            Ok(event) if event.need_rescan() => Signal::Rescan,
+            Ok(event) => match event.kind {
+                EventKind::Access(AccessKind::Close(AccessMode::Write)) => {
+                    Signal::Paths(event.paths)
+                }
+                // Opens and reads, our own included: nothing changed.
+                EventKind::Access(_) => return,
+                _ => Signal::Paths(event.paths),
+            },
+            Err(error) => {
+                tracing::warn!(backend = NAME, %error, "file watch error; re-reading");
+                Signal::Rescan
+            }
+        };
+        // Fails only when the stream (and so the receiver) is gone.
+        let _ = tx.send(signal);
+    };
+    let (watcher, pending) = match notify::recommended_watcher(handler) {
+        Ok(watcher) => (Some(watcher), None),
+        Err(error) => (
+            None,
+            Some(BackendError::Unavailable {
+                backend: NAME,
+                endpoint: "file watcher".to_string(),
+                source: Box::new(error),
+            }),
+        ),
+    };
+    let (dirs, targets) = plan(&config, interest.services);
+    let mut state = State {
+        config,
+        interest,
+        watcher,
+        rx,
+        closed: false,
+        dirs,
+        targets,
+        pending,
+        primed: false,
+        last: None,
+        last_error: None,
+    };
+    state.sync_watches();
+    futures::stream::unfold(state, State::next).boxed()
+}
+
+/// The directories to watch and the paths within them that matter.
+fn plan(config: &Config, services: bool) -> (Vec<WatchedDir>, Vec<Target>) {
+    fn index(dirs: &mut Vec<WatchedDir>, path: &Path) -> usize {
+        if let Some(i) = dirs.iter().position(|d| d.path == path) {
+            return i;
+        }
+        dirs.push(WatchedDir {
+            path: path.to_path_buf(),
+            canonical: None,
+            active: false,
+        });
+        dirs.len() - 1
+    }
+    fn file(dirs: &mut Vec<WatchedDir>, targets: &mut Vec<Target>, abs: &Path) {
+        if let (Some(parent), Some(name)) = (abs.parent(), abs.file_name()) {
+            let dir = index(dirs, parent);
+            targets.push(Target::File {
+                dir,
+                name: name.to_os_string(),
+            });
+        }
+    }
+
+    let mut dirs = Vec::new();
+    let mut targets = Vec::new();
+    for source in &config.data {
+        match source.kind {
+            SourceKind::File(_) => file(&mut dirs, &mut targets, &source.abs),
+            SourceKind::Dir => {
+                let dir = index(&mut dirs, &source.abs);
+                targets.push(Target::DirContents { dir });
+                // The parent too, to see the directory itself come back.
+                if let Some(parent) = source.abs.parent() {
+                    index(&mut dirs, parent);
+                }
+            }
+        }
+    }
+    if services {
+        if let Some(src) = &config.services {
+            file(&mut dirs, &mut targets, &src.abs);
+        }
+    }
+    (dirs, targets)
+}
+
+impl State {
+    /// Produces the next item: waits for a relevant change (except the first
+    /// time), re-reads, and returns the result unless it repeats the last one.
+    async fn next(mut self) -> Option<(Result<Vec<Update>, BackendError>, Self)> {
+        if let Some(error) = self.pending.take() {
+            return Some((Err(error), self));
+        }
+        loop {
+            if self.primed {
+                self.wait_for_change().await;
+            }
+            self.primed = true;
+            self.sync_watches();
+            match read::snapshot(Arc::clone(&self.config), self.interest.clone()).await {
+                Ok(snapshot) => {
+                    // After an error, send even an unchanged snapshot: it tells
+                    // the core the files are good again.
+                    let recovered = self.last_error.take().is_some();
+                    if recovered || self.last.as_ref() != Some(&snapshot) {
+                        self.last = Some(snapshot.clone());
+                        return Some((Ok(vec![Update::Snapshot(snapshot)]), self));
+                    }
+                }
+                Err(error) => {
+                    let text = error.to_string();
+                    if self.last_error.as_deref() != Some(text.as_str()) {
+                        self.last_error = Some(text);
+                        return Some((Err(error), self));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether some change has to be found by re-reading on a timer.
+    fn must_poll(&self) -> bool {
+        self.watcher.is_none() || self.closed || self.dirs.iter().any(|d| !d.active)
+    }
+
+    /// Returns once a relevant event has been followed by [`QUIET`] without
+    /// another (or [`MAX_BURST`] has passed), or after [`POLL`] when polling.
+    async fn wait_for_change(&mut self) {
+        loop {
+            let signal = if self.closed {
+                tokio::time::sleep(POLL).await;
+                return;
+            } else if self.must_poll() {
+                match tokio::time::timeout(POLL, self.rx.recv()).await {
+                    Ok(signal) => signal,
+                    Err(_elapsed) => return,
+                }
+            } else {
+                self.rx.recv().await
+            };
+            match signal {
+                None => self.closed = true,
+                Some(signal) => {
+                    if self.relevant(signal) {
+                        break;
+                    }
+                }
+            }
+        }
+        let deadline = Instant::now() + MAX_BURST;
+        let mut quiet_until = Instant::now() + QUIET;
+        loop {
+            match tokio::time::timeout_at(quiet_until.min(deadline), self.rx.recv()).await {
+                Err(_elapsed) => return,
+                Ok(None) => {
+                    self.closed = true;
+                    return;
+                }
+                Ok(Some(signal)) => {
+                    if self.relevant(signal) {
+                        quiet_until = Instant::now() + QUIET;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether `signal` may change what we read; notes watched directories that
+    /// were themselves removed or replaced, so they get watched again.
+    fn relevant(&mut self, signal: Signal) -> bool {
+        let paths = match signal {
+            Signal::Rescan => return true,
+            Signal::Paths(paths) => paths,
+        };
+        let mut relevant = false;
+        for path in &paths {
+            for dir in self.dirs.iter_mut().filter(|d| d.is(path)) {
+                dir.active = false;
+                relevant = true;
+            }
+            relevant |= self.targets.iter().any(|target| match target {
+                Target::File { dir, name } => {
+                    path.file_name() == Some(name.as_os_str()) && self.dirs[*dir].is_parent_of(path)
+                }
+                Target::DirContents { dir } => {
+                    self.dirs[*dir].is_parent_of(path)
+                        && path
+                            .file_name()
+                            .and_then(|n| n.to_str())
+                            .is_some_and(is_data_file_name)
+                }
+            });
+        }
+        relevant
+    }
+
+    /// (Re-)establishes the watch on every directory not known to be watched.
+    /// A directory that does not exist yet stays inactive and is retried.
+    fn sync_watches(&mut self) {
+        let Some(watcher) = self.watcher.as_mut() else {
+            return;
+        };
+        for dir in self.dirs.iter_mut().filter(|d| !d.active) {
+            // Drop any stale watch first; usually there is none to drop.
+            let _ = watcher.unwatch(&dir.path);
+            match watcher.watch(&dir.path, RecursiveMode::NonRecursive) {
+                Ok(()) => {
+                    dir.active = true;
+                    dir.canonical = std::fs::canonicalize(&dir.path).ok();
+                }
+                Err(error) => {
+                    tracing::debug!(backend = NAME, dir = %dir.path.display(), %error, "cannot watch yet");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::FileBackend;
+    use sidekick_backend::Backend;
+    use std::fs;
+
+    const WAIT: Duration = Duration::from_secs(3);
+    const SILENCE: Duration = Duration::from_millis(300);
+
+    fn interest(prefixes: &[&str], services: bool) -> Interest {
+        Interest {
+            prefixes: prefixes.iter().map(|p| p.to_string()).collect(),
+            services,
+        }
+    }
+
+    async fn next_item(stream: &mut UpdateStream) -> Result<Snapshot, BackendError> {
+        let item = tokio::time::timeout(WAIT, stream.next())
+            .await
+            .expect("timed out waiting for the watch stream")
+            .expect("watch stream ended");
+        item.map(|mut updates| {
+            assert_eq!(updates.len(), 1);
+            match updates.pop() {
+                Some(Update::Snapshot(s)) => s,
+                other => panic!("expected a snapshot, got {other:?}"),
+            }
+        })
+    }
+
+    async fn assert_silent(stream: &mut UpdateStream) {
+        if let Ok(item) = tokio::time::timeout(SILENCE, stream.next()).await {
+            panic!("expected no item, got {item:?}");
+        }
+    }
+
+    /// Saves like an IDE: write a temporary file, rename it over the target.
+    fn rename_save(path: &Path, text: &str) {
+        let tmp = path.with_extension("yaml.tmp~");
+        fs::write(&tmp, text).unwrap();
+        fs::rename(&tmp, path).unwrap();
+    }
+
+    fn value(snapshot: &Snapshot, key: &str) -> Option<String> {
+        snapshot.keys.get(key).map(str::to_string)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sees_writes_rename_saves_and_recovers_from_broken_saves() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.yaml");
+        fs::write(&a, "k: 1\n").unwrap();
+        let backend = FileBackend::new([&a], None).unwrap();
+        let mut stream = backend.watch(&interest(&["/"], false)).unwrap();
+
+        let first = next_item(&mut stream).await.unwrap();
+        assert_eq!(value(&first, "/k").as_deref(), Some("1"));
+
+        fs::write(&a, "k: 2\n").unwrap();
+        let s = next_item(&mut stream).await.unwrap();
+        assert_eq!(value(&s, "/k").as_deref(), Some("2"));
+
+        rename_save(&a, "k: 3\n");
+        let s = next_item(&mut stream).await.unwrap();
+        assert_eq!(value(&s, "/k").as_deref(), Some("3"));
+
+        // Same data, different text: nothing to send.
+        rename_save(&a, "# a comment\nk: 3\n");
+        assert_silent(&mut stream).await;
+
+        rename_save(&a, "k: [3\n");
+        let err = next_item(&mut stream).await.unwrap_err();
+        let BackendError::Invalid { location, .. } = &err else {
+            panic!("not Invalid: {err}")
+        };
+        assert!(
+            location.starts_with(&format!("{}:", a.display())),
+            "{location}"
+        );
+        // The same broken content again is not reported twice.
+        rename_save(&a, "k: [3\n");
+        assert_silent(&mut stream).await;
+
+        rename_save(&a, "k: 4\n");
+        let s = next_item(&mut stream).await.unwrap();
+        assert_eq!(value(&s, "/k").as_deref(), Some("4"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn deleted_and_recreated_file_keeps_working() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.json");
+        fs::write(&a, r#"{"k": 1}"#).unwrap();
+        let backend = FileBackend::new([&a], None).unwrap();
+        let mut stream = backend.watch(&interest(&["/"], false)).unwrap();
+        next_item(&mut stream).await.unwrap();
+
+        fs::remove_file(&a).unwrap();
+        let err = next_item(&mut stream).await.unwrap_err();
+        assert!(err.to_string().contains("no such file"), "{err}");
+
+        fs::write(&a, r#"{"k": 2}"#).unwrap();
+        let s = next_item(&mut stream).await.unwrap();
+        assert_eq!(value(&s, "/k").as_deref(), Some("2"));
+
+        // Vim without backupcopy: rename the original away, write anew.
+        let backup = dir.path().join("a.json~");
+        fs::rename(&a, &backup).unwrap();
+        fs::write(&a, r#"{"k": 3}"#).unwrap();
+        fs::remove_file(&backup).unwrap();
+        let s = next_item(&mut stream).await.unwrap();
+        assert_eq!(value(&s, "/k").as_deref(), Some("3"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn watches_directories_and_ignores_other_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("conf.d");
+        fs::create_dir(&d).unwrap();
+        fs::write(d.join("a.yaml"), "a: 1\n").unwrap();
+        let backend = FileBackend::new([&d], None).unwrap();
+        let mut stream = backend.watch(&interest(&["/"], false)).unwrap();
+        let s = next_item(&mut stream).await.unwrap();
+        assert_eq!(s.keys.len(), 1);
+
+        fs::write(d.join("b.toml"), "b = 2\n").unwrap();
+        let s = next_item(&mut stream).await.unwrap();
+        assert_eq!(value(&s, "/b").as_deref(), Some("2"));
+
+        fs::write(d.join("notes.txt"), "x").unwrap();
+        fs::write(d.join(".a.yaml.swp"), "x").unwrap();
+        fs::write(d.join("4913"), "").unwrap();
+        fs::write(dir.path().join("sibling.yaml"), "s: 1\n").unwrap();
+        assert_silent(&mut stream).await;
+
+        fs::remove_file(d.join("b.toml")).unwrap();
+        let s = next_item(&mut stream).await.unwrap();
+        assert_eq!(s.keys.len(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn only_changes_under_the_prefixes_are_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.yaml");
+        fs::write(&a, "app: {x: 1}\nother: 1\n").unwrap();
+        let backend = FileBackend::new([&a], None).unwrap();
+        let mut stream = backend.watch(&interest(&["/app"], false)).unwrap();
+        let s = next_item(&mut stream).await.unwrap();
+        assert_eq!(s.keys.len(), 1);
+
+        rename_save(&a, "app: {x: 1}\nother: 2\n");
+        assert_silent(&mut stream).await;
+
+        rename_save(&a, "app: {x: 2}\nother: 2\n");
+        let s = next_item(&mut stream).await.unwrap();
+        assert_eq!(value(&s, "/app/x").as_deref(), Some("2"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn catalog_changes_are_sent_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.yaml");
+        let s = dir.path().join("services.yaml");
+        fs::write(&a, "k: v\n").unwrap();
+        fs::write(&s, "web:\n  - address: 10.0.0.1\n    port: 80\n").unwrap();
+        let backend = FileBackend::new([&a], Some(s.clone())).unwrap();
+        let mut stream = backend.watch(&interest(&["/"], true)).unwrap();
+        let first = next_item(&mut stream).await.unwrap();
+        assert_eq!(first.catalog.unwrap().service("web", None, true).len(), 1);
+
+        rename_save(
+            &s,
+            "web:\n  - address: 10.0.0.1\n    port: 80\n  - address: 10.0.0.2\n    port: 80\n",
+        );
+        let next = next_item(&mut stream).await.unwrap();
+        assert_eq!(next.catalog.unwrap().service("web", None, true).len(), 2);
+    }
+
+    #[tokio::test]
+    async fn current_thread_runtime_works_and_drop_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.toml");
+        fs::write(&a, "k = 1\n").unwrap();
+        let backend = FileBackend::new([&a], None).unwrap();
+        let mut stream = backend.watch(&interest(&["/"], false)).unwrap();
+        next_item(&mut stream).await.unwrap();
+        fs::write(&a, "k = 2\n").unwrap();
+        let s = next_item(&mut stream).await.unwrap();
+        assert_eq!(value(&s, "/k").as_deref(), Some("2"));
+        drop(stream);
+        // Nothing is left to notice this; it must simply not panic or hang.
+        fs::write(&a, "k = 3\n").unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn missing_directory_is_picked_up_when_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("later");
+        let a = sub.join("a.yaml");
+        let backend = FileBackend::new([&a], None).unwrap();
+        let mut stream = backend.watch(&interest(&["/"], false)).unwrap();
+        let err = next_item(&mut stream).await.unwrap_err();
+        assert!(err.to_string().contains("no such file"), "{err}");
+        fs::create_dir(&sub).unwrap();
+        fs::write(&a, "k: 1\n").unwrap();
+        // Found by the once-a-second retry, then watched normally.
+        let s = next_item(&mut stream).await.unwrap();
+        assert_eq!(value(&s, "/k").as_deref(), Some("1"));
+        rename_save(&a, "k: 2\n");
+        let s = next_item(&mut stream).await.unwrap();
+        assert_eq!(value(&s, "/k").as_deref(), Some("2"));
+    }
+}

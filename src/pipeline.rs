@@ -1,0 +1,267 @@
+//! The safe write path of one resource: compare, stage, check, swap, reload.
+//!
+//! The destination is only ever replaced by `rename` of a fully written and
+//! checked stage file in the same directory, so readers never see a half-written
+//! file and a failed check leaves the old one untouched.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::command::{self, CommandError};
+use crate::diff;
+use crate::resource::{OutputFormat, Resource};
+
+/// How the pipeline behaves for this run.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Options {
+    /// Compare only; write nothing, run nothing.
+    pub noop: bool,
+    /// Print a unified diff of each change.
+    pub diff: bool,
+    /// Skip check and reload commands.
+    pub sync_only: bool,
+    /// Keep the stage file when a check fails.
+    pub keep_stage_file: bool,
+    /// Colour the diff.
+    pub color: bool,
+}
+
+/// What happened to a destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Render equals the file (content, mode and owner): nothing done.
+    Unchanged,
+    /// The file was replaced (and the reload command ran).
+    Updated,
+    /// `--noop`: the file would have been replaced.
+    WouldUpdate,
+}
+
+/// Why a resource's write failed. The old destination is intact in every case
+/// except `Reload`, where the new file is in place but the reload failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PipelineError {
+    #[error("rendered output is not valid {format}: {message}")]
+    Format {
+        format: &'static str,
+        message: String,
+    },
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("check_cmd failed, {} left unchanged: {source}", dest.display())]
+    Check {
+        #[source]
+        source: CommandError,
+        dest: PathBuf,
+    },
+    #[error("reload_cmd failed (the new file is in place): {0}")]
+    Reload(#[source] CommandError),
+}
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> PipelineError + 'a {
+    move |source| PipelineError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Checks `content` against the resource's `output_format`.
+pub(crate) fn validate_format(format: OutputFormat, content: &str) -> Result<(), PipelineError> {
+    let result = match format {
+        OutputFormat::Json => serde_json::from_str::<serde_json::Value>(content)
+            .map(drop)
+            .map_err(|e| {
+                (
+                    format!("line {} column {}: {e}", e.line(), e.column()),
+                    "json",
+                )
+            }),
+        OutputFormat::Yaml => serde_norway::from_str::<serde_norway::Value>(content)
+            .map(drop)
+            .map_err(|e| (e.to_string(), "yaml")),
+        OutputFormat::Toml => toml::from_str::<toml::Table>(content)
+            .map(drop)
+            .map_err(|e| (e.to_string().trim_end().to_string(), "toml")),
+    };
+    result.map_err(|(message, format)| PipelineError::Format { format, message })
+}
+
+/// Mode and owner the destination should have.
+struct Wanted {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+}
+
+/// Brings `resource.dest` in line with `content`.
+pub(crate) fn apply(
+    resource: &Resource,
+    content: &str,
+    opts: &Options,
+) -> Result<Outcome, PipelineError> {
+    if let Some(format) = resource.output_format {
+        validate_format(format, content)?;
+    }
+    let dest = &resource.dest;
+    let current = match fs::read(dest) {
+        Ok(bytes) => Some(bytes),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(io_err("read", dest)(e)),
+    };
+    let meta = match fs::metadata(dest) {
+        Ok(m) => Some(m),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(io_err("stat", dest)(e)),
+    };
+    let wanted = Wanted {
+        mode: resource
+            .mode
+            .or_else(|| meta.as_ref().map(|m| m.mode() & 0o7777))
+            .unwrap_or(0o644),
+        uid: resource
+            .uid
+            .or_else(|| meta.as_ref().map(|m| m.uid()))
+            .unwrap_or_else(|| nix::unistd::geteuid().as_raw()),
+        gid: resource
+            .gid
+            .or_else(|| meta.as_ref().map(|m| m.gid()))
+            .unwrap_or_else(|| nix::unistd::getegid().as_raw()),
+    };
+    let same_content = current.as_deref() == Some(content.as_bytes());
+    let same_meta = meta.as_ref().is_some_and(|m| {
+        m.mode() & 0o7777 == wanted.mode && m.uid() == wanted.uid && m.gid() == wanted.gid
+    });
+    if same_content && same_meta {
+        return Ok(Outcome::Unchanged);
+    }
+    if opts.diff {
+        let old = current
+            .as_deref()
+            .map(String::from_utf8_lossy)
+            .unwrap_or_default();
+        diff::print(dest, &old, content, opts.color);
+    }
+    if opts.noop {
+        return Ok(Outcome::WouldUpdate);
+    }
+
+    let mut stage = Stage::create(dest, opts.keep_stage_file)?;
+    stage.write(content.as_bytes())?;
+    stage.set_meta(&wanted)?;
+    if let (Some(cmd), false) = (&resource.check_cmd, opts.sync_only) {
+        let cmd = cmd
+            .replace("{{.src}}", &stage.path.to_string_lossy())
+            .replace("{{ .src }}", &stage.path.to_string_lossy());
+        command::run(&cmd).map_err(|source| PipelineError::Check {
+            source,
+            dest: dest.clone(),
+        })?;
+    }
+    stage.persist(dest)?;
+    if let (Some(cmd), false) = (&resource.reload_cmd, opts.sync_only) {
+        command::run(cmd).map_err(PipelineError::Reload)?;
+    }
+    Ok(Outcome::Updated)
+}
+
+/// A temporary file beside the destination. Removed on drop unless it was
+/// renamed into place (or kept on request after a failure).
+struct Stage {
+    path: PathBuf,
+    file: Option<File>,
+    keep: bool,
+}
+
+static STAGE_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl Stage {
+    fn create(dest: &Path, keep: bool) -> Result<Stage, PipelineError> {
+        let dir = match dest.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        if !dir.exists() {
+            fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
+        }
+        let name = dest
+            .file_name()
+            .map_or_else(|| "dest".into(), |n| n.to_string_lossy().into_owned());
+        let path = dir.join(format!(
+            ".{name}.sidekick-{}-{}",
+            std::process::id(),
+            STAGE_COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io_err("create stage file", &path))?;
+        Ok(Stage {
+            path,
+            file: Some(file),
+            keep,
+        })
+    }
+
+    fn file(&mut self) -> &mut File {
+        // The file is only taken out in `persist`, which consumes the stage.
+        self.file
+            .as_mut()
+            .unwrap_or_else(|| unreachable!("stage file used after persist"))
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<(), PipelineError> {
+        let path = self.path.clone();
+        self.file().write_all(bytes).map_err(io_err("write", &path))
+    }
+
+    fn set_meta(&mut self, wanted: &Wanted) -> Result<(), PipelineError> {
+        let path = self.path.clone();
+        let file = self.file();
+        file.set_permissions(fs::Permissions::from_mode(wanted.mode))
+            .map_err(io_err("chmod", &path))?;
+        let meta = file.metadata().map_err(io_err("stat", &path))?;
+        if meta.uid() != wanted.uid || meta.gid() != wanted.gid {
+            std::os::unix::fs::fchown(&*file, Some(wanted.uid), Some(wanted.gid))
+                .map_err(io_err("chown", &path))?;
+        }
+        Ok(())
+    }
+
+    /// fsync, rename over `dest`, fsync the directory.
+    fn persist(mut self, dest: &Path) -> Result<(), PipelineError> {
+        if let Some(file) = self.file.take() {
+            file.sync_all().map_err(io_err("fsync", &self.path))?;
+        }
+        fs::rename(&self.path, dest).map_err(io_err("rename stage file over", dest))?;
+        self.keep = true; // nothing left to remove
+        if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
+            // Best effort: the rename is done; a directory fsync failure only weakens durability.
+            if let Ok(d) = File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Stage {
+    fn drop(&mut self) {
+        if self.keep {
+            if self.file.is_some() {
+                tracing::warn!(stage = %self.path.display(), "keeping stage file for inspection");
+            }
+            return;
+        }
+        let _ = fs::remove_file(&self.path);
+    }
+}

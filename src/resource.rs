@@ -1,0 +1,232 @@
+//! Template resources: confd's `conf.d/NAME.toml` files, read as-is.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use sidekick_backend::{is_under, join_prefix, normalize_key};
+use toml::Spanned;
+
+use crate::render::{RenderError, Renderer};
+
+/// The `[template]` table of a resource file, as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResourceFile {
+    template: TemplateSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TemplateSection {
+    src: Spanned<String>,
+    dest: Spanned<String>,
+    #[serde(default)]
+    keys: Vec<String>,
+    prefix: Option<String>,
+    mode: Option<Spanned<String>>,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    owner: Option<Spanned<String>>,
+    check_cmd: Option<String>,
+    reload_cmd: Option<String>,
+    output_format: Option<Spanned<String>>,
+}
+
+/// A format the rendered output must parse as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OutputFormat {
+    Json,
+    Yaml,
+    Toml,
+}
+
+/// A template resource ready to render: paths resolved, prefix joined, template parsed.
+pub(crate) struct Resource {
+    /// The conf.d file it came from.
+    pub file: PathBuf,
+    /// Short name for logs: the conf.d file name.
+    pub name: String,
+    pub dest: PathBuf,
+    /// Normalized prefix (global joined with the resource's).
+    pub prefix: String,
+    /// Absolute key prefixes the template may read.
+    pub visible: Vec<String>,
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub check_cmd: Option<String>,
+    pub reload_cmd: Option<String>,
+    pub output_format: Option<OutputFormat>,
+    pub renderer: Renderer,
+}
+
+/// Why a resource file was rejected. Display names the file, and the line and
+/// field where known.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ResourceError {
+    #[error("{}: {source}", file.display())]
+    Read {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}:{line}: {message}", file.display())]
+    Invalid {
+        file: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("{}: template {src:?}: {source}", file.display())]
+    Template {
+        file: PathBuf,
+        src: String,
+        #[source]
+        source: RenderError,
+    },
+}
+
+impl ResourceError {
+    /// The conf.d file this error is about.
+    pub fn file(&self) -> &Path {
+        match self {
+            ResourceError::Read { file, .. }
+            | ResourceError::Invalid { file, .. }
+            | ResourceError::Template { file, .. } => file,
+        }
+    }
+}
+
+/// The `conf.d/*.toml` files in `confd_dir`, sorted by name.
+pub(crate) fn resource_files(confd_dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(confd_dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.is_file())
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+impl Resource {
+    /// Reads and checks one conf.d file; `global_prefix` is `--prefix`.
+    pub fn load(
+        file: &Path,
+        templates_dir: &Path,
+        global_prefix: &str,
+    ) -> Result<Resource, ResourceError> {
+        let text = std::fs::read_to_string(file).map_err(|source| ResourceError::Read {
+            file: file.to_path_buf(),
+            source,
+        })?;
+        let invalid = |span: Option<Range<usize>>, message: String| ResourceError::Invalid {
+            file: file.to_path_buf(),
+            line: span.map_or(1, |s| line_of(&text, s.start)),
+            message,
+        };
+        let parsed: ResourceFile = toml::from_str(&text)
+            .map_err(|e| invalid(e.span(), e.message().trim_end().to_string()))?;
+        let t = parsed.template;
+
+        if t.src.get_ref().trim().is_empty() {
+            return Err(invalid(Some(t.src.span()), "field `src` is empty".into()));
+        }
+        if t.dest.get_ref().trim().is_empty() {
+            return Err(invalid(Some(t.dest.span()), "field `dest` is empty".into()));
+        }
+        let src_path = templates_dir.join(t.src.get_ref());
+        if !src_path.is_file() {
+            return Err(invalid(
+                Some(t.src.span()),
+                format!(
+                    "field `src`: template {} does not exist",
+                    src_path.display()
+                ),
+            ));
+        }
+        let mode = match &t.mode {
+            Some(m) => Some(
+                u32::from_str_radix(m.get_ref().trim_start_matches("0o"), 8).map_err(|_| {
+                    invalid(
+                        Some(m.span()),
+                        format!(
+                            "field `mode`: {:?} is not an octal file mode like \"0644\"",
+                            m.get_ref()
+                        ),
+                    )
+                })?,
+            ),
+            None => None,
+        };
+        let mut uid = t.uid;
+        if let Some(owner) = &t.owner {
+            match nix::unistd::User::from_name(owner.get_ref()) {
+                Ok(Some(user)) => {
+                    uid = Some(user.uid.as_raw());
+                }
+                _ => {
+                    return Err(invalid(
+                        Some(owner.span()),
+                        format!("field `owner`: no user named {:?}", owner.get_ref()),
+                    ))
+                }
+            }
+        }
+        let output_format = match &t.output_format {
+            None => None,
+            Some(f) => Some(match f.get_ref().to_ascii_lowercase().as_str() {
+                "json" => OutputFormat::Json,
+                "yaml" | "yml" => OutputFormat::Yaml,
+                "toml" => OutputFormat::Toml,
+                other => {
+                    return Err(invalid(
+                        Some(f.span()),
+                        format!("field `output_format`: {other:?} is not one of json, yaml, toml"),
+                    ))
+                }
+            }),
+        };
+        let prefix = join_prefix(global_prefix, t.prefix.as_deref().unwrap_or(""));
+        let visible = if t.keys.is_empty() {
+            vec![prefix.clone()]
+        } else {
+            t.keys.iter().map(|k| join_prefix(&prefix, k)).collect()
+        };
+        let renderer = Renderer::new(templates_dir, t.src.get_ref()).map_err(|source| {
+            ResourceError::Template {
+                file: file.to_path_buf(),
+                src: t.src.get_ref().clone(),
+                source,
+            }
+        })?;
+        Ok(Resource {
+            file: file.to_path_buf(),
+            name: file.file_name().map_or_else(
+                || file.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            ),
+            dest: PathBuf::from(t.dest.into_inner()),
+            prefix: normalize_key(&prefix),
+            visible,
+            mode,
+            uid,
+            gid: t.gid,
+            check_cmd: t.check_cmd,
+            reload_cmd: t.reload_cmd,
+            output_format,
+            renderer,
+        })
+    }
+
+    /// True when a change to `key` may change this resource's output.
+    pub fn watches(&self, key: &str) -> bool {
+        self.visible.iter().any(|p| is_under(key, p))
+    }
+}
+
+/// 1-based line of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}

@@ -1,0 +1,559 @@
+//! The run loop: load resources, read the backend, render what changed, and
+//! keep doing so by watching (or polling) until told to stop.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use sidekick_backend::{
+    Backend, BackendError, Catalog, Interest, KeyTree, Snapshot, Update, UpdateStream,
+};
+
+use crate::config::Settings;
+use crate::dev::{DevEvent, DevWatcher};
+use crate::pipeline::{self, Outcome};
+use crate::render::View;
+use crate::resource::{resource_files, Resource, ResourceError};
+use crate::shutdown::Shutdown;
+
+/// How the loop reports to a person: plain logs, or dev mode's live output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    Normal,
+    Dev,
+}
+
+/// Counts of one pass over resources.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Report {
+    pub updated: usize,
+    pub unchanged: usize,
+    pub failed: usize,
+    pub skipped: usize,
+}
+
+/// One loaded resource and what the guard against empty answers remembers.
+struct Slot {
+    resource: Resource,
+    /// Keys the template could see at its last good render.
+    last_keys: usize,
+}
+
+/// Resources, the data they render from, and the backend it comes from.
+pub(crate) struct Engine {
+    settings: Settings,
+    mode: Mode,
+    backend: Arc<dyn Backend>,
+    slots: Vec<Slot>,
+    broken: Vec<ResourceError>,
+    tree: Arc<KeyTree>,
+    catalog: Option<Arc<Catalog>>,
+    opts: pipeline::Options,
+}
+
+impl Engine {
+    /// Reads conf.d and prepares the pipeline options.
+    pub fn new(
+        settings: Settings,
+        backend: Arc<dyn Backend>,
+        mode: Mode,
+    ) -> anyhow::Result<Engine> {
+        let color = crate::color_stdout();
+        let opts = pipeline::Options {
+            noop: settings.noop,
+            diff: settings.diff || mode == Mode::Dev,
+            sync_only: settings.sync_only,
+            keep_stage_file: settings.keep_stage_file,
+            color,
+        };
+        let mut engine = Engine {
+            settings,
+            mode,
+            backend,
+            slots: Vec::new(),
+            broken: Vec::new(),
+            tree: Arc::new(KeyTree::new()),
+            catalog: None,
+            opts,
+        };
+        engine.load_resources()?;
+        Ok(engine)
+    }
+
+    /// (Re)reads every conf.d file. Files that fail are kept in `broken` and
+    /// reported; the others load.
+    fn load_resources(&mut self) -> anyhow::Result<()> {
+        let confd = self.settings.confd_dir();
+        let files = resource_files(&confd).map_err(|e| {
+            anyhow::anyhow!("cannot read template resources in {}: {e}", confd.display())
+        })?;
+        let mut slots = Vec::new();
+        self.broken.clear();
+        for file in files {
+            match Resource::load(&file, &self.settings.templates_dir(), &self.settings.prefix) {
+                Ok(resource) => {
+                    let last_keys = self
+                        .slots
+                        .iter()
+                        .find(|s| s.resource.file == file)
+                        .map_or(0, |s| s.last_keys);
+                    slots.push(Slot {
+                        resource,
+                        last_keys,
+                    });
+                }
+                Err(e) => {
+                    self.report_error(&e.file().display().to_string(), &e.to_string());
+                    self.broken.push(e);
+                }
+            }
+        }
+        if slots.is_empty() && self.broken.is_empty() {
+            tracing::warn!(confd = %confd.display(), "no template resources (*.toml) found");
+        }
+        self.slots = slots;
+        Ok(())
+    }
+
+    /// The keys and catalog the loaded resources need.
+    pub fn interest(&self) -> Interest {
+        let mut prefixes: Vec<String> = self
+            .slots
+            .iter()
+            .flat_map(|s| s.resource.visible.iter().cloned())
+            .collect();
+        prefixes.sort();
+        prefixes.dedup();
+        // Drop prefixes already covered by a shorter one.
+        let mut kept: Vec<String> = Vec::new();
+        for p in prefixes {
+            if !kept.iter().any(|k| sidekick_backend::is_under(&p, k)) {
+                kept.push(p);
+            }
+        }
+        Interest {
+            prefixes: kept,
+            services: self.backend.has_catalog(),
+        }
+    }
+
+    /// Replaces all data with a snapshot; returns what changed.
+    fn replace(&mut self, snapshot: Snapshot) -> Changes {
+        let keys = self.tree.changed_keys(&snapshot.keys);
+        self.tree = Arc::new(snapshot.keys);
+        let catalog = snapshot.catalog.map(Arc::new);
+        let catalog_changed = catalog != self.catalog;
+        self.catalog = catalog;
+        Changes {
+            keys,
+            catalog: catalog_changed,
+        }
+    }
+
+    /// Applies one batch from a watch.
+    fn apply(&mut self, updates: Vec<Update>) -> Changes {
+        let mut changes = Changes::default();
+        for update in updates {
+            match update {
+                Update::Snapshot(s) => changes.merge(self.replace(s)),
+                Update::Put { key, value } => {
+                    let tree = Arc::make_mut(&mut self.tree);
+                    if tree.get(&key) != Some(value.as_str()) {
+                        tree.insert(&key, value);
+                        changes.keys.insert(key);
+                    }
+                }
+                Update::Delete { key } => {
+                    if Arc::make_mut(&mut self.tree).remove(&key).is_some() {
+                        changes.keys.insert(key);
+                    }
+                }
+                Update::Catalog(c) => {
+                    let c = Some(Arc::new(c));
+                    if c != self.catalog {
+                        self.catalog = c;
+                        changes.catalog = true;
+                    }
+                }
+            }
+        }
+        changes
+    }
+
+    /// Indices of resources a change touches.
+    fn affected(&self, changes: &Changes) -> Vec<usize> {
+        (0..self.slots.len())
+            .filter(|&i| {
+                let r = &self.slots[i].resource;
+                changes.catalog || changes.keys.iter().any(|k| r.watches(k))
+            })
+            .collect()
+    }
+
+    /// Renders and writes the given resources, each on its own: one failing never
+    /// stops another.
+    fn process(&mut self, which: &[usize]) -> Report {
+        let mut report = Report::default();
+        for &i in which {
+            let visible_keys = {
+                let r = &self.slots[i].resource;
+                r.visible
+                    .iter()
+                    .map(|p| self.tree.under(p).count())
+                    .sum::<usize>()
+            };
+            let slot = &self.slots[i];
+            let name = slot.resource.name.clone();
+            if visible_keys == 0 && slot.last_keys > 0 {
+                tracing::warn!(
+                    resource = %name,
+                    backend = self.backend.name(),
+                    before = slot.last_keys,
+                    "backend returned no keys where there were some; keeping the last good file"
+                );
+                report.skipped += 1;
+                continue;
+            }
+            let view = Arc::new(View {
+                keys: Arc::clone(&self.tree),
+                prefix: slot.resource.prefix.clone(),
+                visible: slot.resource.visible.clone(),
+                catalog: self.catalog.clone(),
+                backend: self.backend.name(),
+            });
+            let result = slot
+                .resource
+                .renderer
+                .render(view)
+                .map_err(|e| e.to_string())
+                .and_then(|content| {
+                    pipeline::apply(&slot.resource, &content, &self.opts).map_err(|e| e.to_string())
+                });
+            let dest = slot.resource.dest.display().to_string();
+            match result {
+                Ok(outcome) => {
+                    self.slots[i].last_keys = visible_keys;
+                    match outcome {
+                        Outcome::Unchanged => {
+                            report.unchanged += 1;
+                            tracing::debug!(resource = %name, dest, "unchanged");
+                        }
+                        Outcome::Updated => {
+                            report.updated += 1;
+                            tracing::info!(resource = %name, dest, "updated");
+                            self.dev_line(&format!("✔ {name}: {dest} updated"));
+                        }
+                        Outcome::WouldUpdate => {
+                            report.updated += 1;
+                            tracing::info!(resource = %name, dest, "would update (noop)");
+                        }
+                    }
+                }
+                Err(message) => {
+                    report.failed += 1;
+                    self.report_error(&name, &message);
+                }
+            }
+        }
+        report
+    }
+
+    /// Processes every resource; counts broken resource files as failures.
+    fn process_all(&mut self) -> Report {
+        let all: Vec<usize> = (0..self.slots.len()).collect();
+        let mut report = self.process(&all);
+        report.failed += self.broken.len();
+        report
+    }
+
+    fn report_error(&self, what: &str, message: &str) {
+        tracing::error!(resource = %what, "{message}");
+        if self.mode == Mode::Dev {
+            let (red, reset) = if self.opts.color {
+                ("\x1b[31m", "\x1b[0m")
+            } else {
+                ("", "")
+            };
+            println!("{red}✘ {what}:{reset} {message}");
+        }
+    }
+
+    fn dev_line(&self, line: &str) {
+        if self.mode == Mode::Dev {
+            let (green, reset) = if self.opts.color {
+                ("\x1b[32m", "\x1b[0m")
+            } else {
+                ("", "")
+            };
+            println!("{green}{line}{reset}");
+        }
+    }
+
+    /// Reloads what a dev-mode save touched; returns resources to re-render and
+    /// whether the interest may have changed.
+    fn on_dev_event(&mut self, event: DevEvent) -> Vec<usize> {
+        match event {
+            DevEvent::Resources => {
+                if let Err(e) = self.load_resources() {
+                    self.report_error("conf.d", &e.to_string());
+                }
+                (0..self.slots.len()).collect()
+            }
+            DevEvent::Templates(paths) => {
+                let mut touched = Vec::new();
+                for i in 0..self.slots.len() {
+                    let uses = self.slots[i]
+                        .resource
+                        .renderer
+                        .files()
+                        .iter()
+                        .any(|f| paths.contains(f));
+                    if uses {
+                        touched.push(i);
+                    }
+                }
+                let had_broken = !self.broken.is_empty();
+                if had_broken || !touched.is_empty() {
+                    // Re-read resource files so template parse errors are re-checked.
+                    if let Err(e) = self.load_resources() {
+                        self.report_error("conf.d", &e.to_string());
+                    }
+                    return (0..self.slots.len())
+                        .filter(|&i| {
+                            self.slots[i]
+                                .resource
+                                .renderer
+                                .files()
+                                .iter()
+                                .any(|f| paths.contains(f))
+                                || had_broken
+                        })
+                        .collect();
+                }
+                touched
+            }
+        }
+    }
+}
+
+/// What a batch of updates changed.
+#[derive(Debug, Default)]
+struct Changes {
+    keys: BTreeSet<String>,
+    catalog: bool,
+}
+
+impl Changes {
+    fn merge(&mut self, other: Changes) {
+        self.keys.extend(other.keys);
+        self.catalog |= other.catalog;
+    }
+    fn is_empty(&self) -> bool {
+        self.keys.is_empty() && !self.catalog
+    }
+}
+
+/// Backoff for re-trying a backend that is down: doubles to a cap, with jitter.
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    const START: Duration = Duration::from_millis(500);
+    const CAP: Duration = Duration::from_secs(30);
+
+    fn new() -> Backoff {
+        Backoff { next: Self::START }
+    }
+
+    fn step(&mut self) -> Duration {
+        let base = self.next;
+        self.next = (self.next * 2).min(Self::CAP);
+        // Jitter of up to a quarter, from the clock's low bits: no RNG crate needed.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        base + base.mul_f64(f64::from(nanos % 1000) / 4000.0)
+    }
+}
+
+/// Runs until `--onetime` is done, or until SIGINT/SIGTERM. Returns the exit code.
+pub(crate) async fn run(
+    settings: Settings,
+    backend: Arc<dyn Backend>,
+    mode: Mode,
+) -> anyhow::Result<i32> {
+    let mut shutdown = Shutdown::new()?;
+    let onetime = settings.onetime && mode == Mode::Normal;
+    let watch = settings.watch || mode == Mode::Dev;
+    let interval = Duration::from_secs(settings.interval.max(1));
+    let confdir = settings.confdir.clone();
+    let mut engine = Engine::new(settings, backend, mode)?;
+    let backend = Arc::clone(&engine.backend);
+    let mut interest = engine.interest();
+
+    if onetime {
+        let snapshot = backend
+            .load(&interest)
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?;
+        engine.replace(snapshot);
+        let report = engine.process_all();
+        tracing::info!(
+            updated = report.updated,
+            unchanged = report.unchanged,
+            failed = report.failed,
+            skipped = report.skipped,
+            "onetime run done"
+        );
+        return Ok(if report.failed > 0 { 1 } else { 0 });
+    }
+
+    let mut dev = match mode {
+        Mode::Dev => Some(DevWatcher::new(&confdir)?),
+        Mode::Normal => None,
+    };
+    if mode == Mode::Dev {
+        println!(
+            "sidekick dev: watching {} (conf.d, templates) and the data files; Ctrl-C to stop",
+            confdir.display()
+        );
+    }
+
+    // First load: retry until the backend answers; nothing is written before.
+    let mut backoff = Backoff::new();
+    let mut logged_down = false;
+    loop {
+        match backend.load(&interest).await {
+            Ok(snapshot) => {
+                engine.replace(snapshot);
+                break;
+            }
+            Err(e) => {
+                if !logged_down {
+                    tracing::error!(
+                        backend = backend.name(),
+                        "initial load failed, retrying: {e}"
+                    );
+                    engine.report_error(backend.name(), &e.to_string());
+                    logged_down = true;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff.step()) => {}
+                    _ = shutdown.recv() => return Ok(0),
+                }
+            }
+        }
+    }
+    engine.process_all();
+
+    let mut stream: Option<UpdateStream> = if watch {
+        let s = backend.watch(&interest);
+        if s.is_none() {
+            tracing::warn!(
+                backend = backend.name(),
+                interval = interval.as_secs(),
+                "backend cannot watch; polling instead"
+            );
+        }
+        s
+    } else {
+        None
+    };
+    let mut last_error: Option<String> = None;
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+    loop {
+        let changes = tokio::select! {
+            _ = shutdown.recv() => break,
+            item = next_update(&mut stream) => match item {
+                Some(Ok(batch)) => {
+                    if last_error.take().is_some() {
+                        tracing::info!(backend = backend.name(), "backend is back");
+                    }
+                    engine.apply(batch)
+                }
+                Some(Err(e)) => {
+                    note_error(&engine, &mut last_error, &e);
+                    continue;
+                }
+                None => {
+                    tracing::error!(backend = backend.name(), "watch ended; falling back to polling");
+                    stream = None;
+                    continue;
+                }
+            },
+            _ = ticker.tick(), if stream.is_none() => match backend.load(&interest).await {
+                Ok(snapshot) => {
+                    if last_error.take().is_some() {
+                        tracing::info!(backend = backend.name(), "backend is back");
+                    }
+                    engine.replace(snapshot)
+                }
+                Err(e) => {
+                    note_error(&engine, &mut last_error, &e);
+                    continue;
+                }
+            },
+            event = next_dev_event(&mut dev) => {
+                let Some(event) = event else { dev = None; continue };
+                let which = engine.on_dev_event(event);
+                let new_interest = engine.interest();
+                if new_interest != interest {
+                    interest = new_interest;
+                    match backend.load(&interest).await {
+                        Ok(snapshot) => { engine.replace(snapshot); }
+                        Err(e) => note_error(&engine, &mut last_error, &e),
+                    }
+                    if watch {
+                        stream = backend.watch(&interest);
+                    }
+                    let all: Vec<usize> = (0..engine.slots.len()).collect();
+                    engine.process(&all);
+                } else {
+                    engine.process(&which);
+                }
+                continue;
+            }
+        };
+        if changes.is_empty() {
+            continue;
+        }
+        let which = engine.affected(&changes);
+        tracing::debug!(keys = changes.keys.len(), resources = which.len(), "change");
+        engine.process(&which);
+    }
+    Ok(0)
+}
+
+fn note_error(engine: &Engine, last: &mut Option<String>, e: &BackendError) {
+    let text = e.to_string();
+    if last.as_deref() != Some(text.as_str()) {
+        tracing::error!(
+            backend = engine.backend.name(),
+            "{text}; keeping the last good files"
+        );
+        if engine.mode == Mode::Dev {
+            engine.report_error(engine.backend.name(), &text);
+        }
+        *last = Some(text);
+    }
+}
+
+async fn next_update(
+    stream: &mut Option<UpdateStream>,
+) -> Option<Result<Vec<Update>, BackendError>> {
+    match stream {
+        Some(s) => s.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_dev_event(dev: &mut Option<DevWatcher>) -> Option<DevEvent> {
+    match dev {
+        Some(d) => d.next().await,
+        None => std::future::pending().await,
+    }
+}

@@ -4,13 +4,16 @@
 use std::sync::Arc;
 
 use sidekick_backend::Backend;
+use sidekick_backend_consul::{ConsulBackend, ConsulConfig};
 use sidekick_backend_env::EnvBackend;
 use sidekick_backend_file::FileBackend;
+use sidekick_backend_kubernetes::{KubernetesBackend, KubernetesConfig};
+use sidekick_backend_rancher::{RancherBackend, RancherConfig};
 
 use crate::config::Settings;
 
 /// Names `--backend` accepts today.
-pub(crate) const NAMES: &[&str] = &["file", "env"];
+pub(crate) const NAMES: &[&str] = &["file", "env", "etcdv3", "consul", "rancher", "kubernetes"];
 
 /// A backend that cannot be built from these settings.
 #[derive(Debug, thiserror::Error)]
@@ -33,15 +36,43 @@ pub(crate) fn build(settings: &Settings) -> Result<Arc<dyn Backend>, BuildError>
                 });
             }
             let backend = FileBackend::new(settings.files.clone(), settings.services_file.clone())
-                .map_err(|e| BuildError::Settings {
-                    backend: "file".into(),
-                    message: e.to_string(),
-                })?;
+                .map_err(|e| settings_error("file", e))?;
             Ok(Arc::new(backend))
         }
         "env" => Ok(Arc::new(EnvBackend::new())),
+        "consul" => Ok(Arc::new(
+            ConsulBackend::new(ConsulConfig {
+                nodes: settings.nodes.clone(),
+                token: settings.auth_token.clone(),
+                datacenter: settings.datacenter.clone(),
+                ca_file: settings.client_ca_keys.clone(),
+                cert_file: settings.client_cert.clone(),
+                key_file: settings.client_key.clone(),
+            })
+            .map_err(|e| settings_error("consul", e))?,
+        )),
+        "rancher" => Ok(Arc::new(
+            RancherBackend::new(RancherConfig {
+                node: settings.nodes.first().cloned(),
+            })
+            .map_err(|e| settings_error("rancher", e))?,
+        )),
+        "kubernetes" | "k8s" => Ok(Arc::new(
+            KubernetesBackend::new(KubernetesConfig {
+                kubeconfig: settings.kubeconfig.clone(),
+                namespace: settings.namespace.clone(),
+            })
+            .map_err(|e| settings_error("kubernetes", e))?,
+        )),
         other => Err(BuildError::Unknown {
             name: other.to_string(),
         }),
+    }
+}
+
+fn settings_error(backend: &str, e: sidekick_backend::BackendError) -> BuildError {
+    BuildError::Settings {
+        backend: backend.into(),
+        message: e.to_string(),
     }
 }

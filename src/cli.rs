@@ -23,6 +23,8 @@ pub(crate) enum Command {
     /// Watch data files, templates and conf.d together; every save re-renders and
     /// prints a diff (file backend, watch on).
     Dev,
+    /// Serve a Rancher-metadata-compatible API from a YAML answers file (--file).
+    MetadataServer,
 }
 
 /// Output format of log lines.
@@ -122,6 +124,35 @@ pub(crate) struct Flags {
         value_name = "FILE"
     )]
     pub client_ca_keys: Option<PathBuf>,
+    /// ACL token for Consul, sent as X-Consul-Token; never logged
+    #[arg(
+        long,
+        global = true,
+        env = "SIDEKICK_CONSUL_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub auth_token: Option<String>,
+    /// Consul datacenter to query
+    #[arg(long, global = true, env = "SIDEKICK_DATACENTER", value_name = "DC")]
+    pub datacenter: Option<String>,
+    /// kubeconfig file for the kubernetes backend (default: in-cluster, then KUBECONFIG)
+    #[arg(long, global = true, env = "SIDEKICK_KUBECONFIG", value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubernetes namespace (default: the pod's own)
+    #[arg(long, global = true, env = "SIDEKICK_NAMESPACE", value_name = "NS")]
+    pub namespace: Option<String>,
+    /// Address to listen on (metadata-server)
+    #[arg(long, global = true, env = "SIDEKICK_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Container the metadata server answers `self` for, whoever asks
+    #[arg(
+        long = "self",
+        global = true,
+        env = "SIDEKICK_SELF",
+        value_name = "CONTAINER"
+    )]
+    pub self_container: Option<String>,
     /// Log level: error, warn, info, debug, trace [default: info]
     #[arg(long, global = true, env = "SIDEKICK_LOG_LEVEL", value_name = "LEVEL")]
     pub log_level: Option<String>,

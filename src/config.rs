@@ -43,6 +43,14 @@ pub(crate) struct FileSettings {
     client_key: Option<PathBuf>,
     #[serde(alias = "client-ca-keys")]
     client_ca_keys: Option<PathBuf>,
+    #[serde(alias = "auth-token")]
+    auth_token: Option<String>,
+    datacenter: Option<String>,
+    kubeconfig: Option<PathBuf>,
+    namespace: Option<String>,
+    listen: Option<String>,
+    #[serde(rename = "self")]
+    self_container: Option<String>,
     #[serde(alias = "log-level")]
     log_level: Option<String>,
     #[serde(alias = "log-format")]
@@ -71,6 +79,13 @@ pub(crate) struct Settings {
     pub client_cert: Option<PathBuf>,
     pub client_key: Option<PathBuf>,
     pub client_ca_keys: Option<PathBuf>,
+    /// Never logged, like `password`.
+    pub auth_token: Option<String>,
+    pub datacenter: Option<String>,
+    pub kubeconfig: Option<PathBuf>,
+    pub namespace: Option<String>,
+    pub listen: Option<String>,
+    pub self_container: Option<String>,
     pub log_level: String,
     pub log_format: LogFormat,
 }
@@ -149,6 +164,12 @@ impl Settings {
             client_cert: flags.client_cert.clone().or(file.client_cert),
             client_key: flags.client_key.clone().or(file.client_key),
             client_ca_keys: flags.client_ca_keys.clone().or(file.client_ca_keys),
+            auth_token: flags.auth_token.clone().or(file.auth_token),
+            datacenter: flags.datacenter.clone().or(file.datacenter),
+            kubeconfig: flags.kubeconfig.clone().or(file.kubeconfig),
+            namespace: flags.namespace.clone().or(file.namespace),
+            listen: flags.listen.clone().or(file.listen),
+            self_container: flags.self_container.clone().or(file.self_container),
             log_level: flags
                 .log_level
                 .clone()

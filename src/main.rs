@@ -46,6 +46,9 @@ fn real_main(cli: Cli) -> anyhow::Result<u8> {
             settings.onetime = false;
             Mode::Dev
         }
+        Some(Command::MetadataServer) => {
+            anyhow::bail!("metadata-server is not built yet");
+        }
     };
     init_logging(&settings)?;
     let backend = backend::build(&settings)?;

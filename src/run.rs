@@ -104,7 +104,8 @@ impl Engine {
                     });
                 }
                 Err(e) => {
-                    self.report_error(&e.file().display().to_string(), &e.to_string());
+                    tracing::error!(resource = %e.file().display(), "{e}");
+                    self.dev_error(&e.to_string());
                     self.broken.push(e);
                 }
             }
@@ -267,15 +268,20 @@ impl Engine {
         report
     }
 
-    fn report_error(&self, what: &str, message: &str) {
-        tracing::error!(resource = %what, "{message}");
+    fn report_error(&self, resource: &str, message: &str) {
+        tracing::error!(resource, "{message}");
+        self.dev_error(&format!("{resource}: {message}"));
+    }
+
+    /// Dev mode shows errors on stdout too, whole (Tera's reports span lines).
+    fn dev_error(&self, message: &str) {
         if self.mode == Mode::Dev {
             let (red, reset) = if self.opts.color {
                 ("\x1b[31m", "\x1b[0m")
             } else {
                 ("", "")
             };
-            println!("{red}✘ {what}:{reset} {message}");
+            println!("{red}✘{reset} {message}");
         }
     }
 
@@ -296,7 +302,8 @@ impl Engine {
         match event {
             DevEvent::Resources => {
                 if let Err(e) = self.load_resources() {
-                    self.report_error("conf.d", &e.to_string());
+                    tracing::error!("{e:#}");
+                    self.dev_error(&format!("{e:#}"));
                 }
                 (0..self.slots.len()).collect()
             }
@@ -317,7 +324,8 @@ impl Engine {
                 if had_broken || !touched.is_empty() {
                     // Re-read resource files so template parse errors are re-checked.
                     if let Err(e) = self.load_resources() {
-                        self.report_error("conf.d", &e.to_string());
+                        tracing::error!("{e:#}");
+                        self.dev_error(&format!("{e:#}"));
                     }
                     return (0..self.slots.len())
                         .filter(|&i| {

@@ -95,7 +95,10 @@ fn run_case(case: &str) {
     let src = golden_dir().join(case);
     assert!(src.join("conf.d").is_dir(), "no case {}", src.display());
     let dir = Dir::new();
-    let vars = BTreeMap::from([("OUT", dir.out_dir()), ("DIR", dir.root().display().to_string())]);
+    let vars = BTreeMap::from([
+        ("OUT", dir.out_dir()),
+        ("DIR", dir.root().display().to_string()),
+    ]);
     for sub in ["conf.d", "templates"] {
         copy_tree(&src.join(sub), &dir.path(sub), &vars);
     }
@@ -171,7 +174,10 @@ fn every_case_is_listed() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     found.sort();
-    assert_eq!(found, CASES, "add new golden cases to CASES and golden!{{}}");
+    assert_eq!(
+        found, CASES,
+        "add new golden cases to CASES and golden!{{}}"
+    );
 }
 
 /// The README's first command, run from a directory laid out like the

@@ -178,8 +178,7 @@ impl Dir {
 /// Writes a file, creating its parent directories.
 pub fn write_file(path: &Path, content: &str) {
     if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent)
-            .unwrap_or_else(|e| panic!("create {}: {e}", parent.display()));
+        fs::create_dir_all(parent).unwrap_or_else(|e| panic!("create {}: {e}", parent.display()));
     }
     fs::write(path, content).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
 }
@@ -221,8 +220,8 @@ pub fn copy_tree(from: &Path, to: &Path, vars: &BTreeMap<&str, String>) {
         if src.is_dir() {
             copy_tree(&src, &dst, vars);
         } else {
-            let mut text = fs::read_to_string(&src)
-                .unwrap_or_else(|e| panic!("read {}: {e}", src.display()));
+            let mut text =
+                fs::read_to_string(&src).unwrap_or_else(|e| panic!("read {}: {e}", src.display()));
             for (key, value) in vars {
                 text = text.replace(&format!("@{key}@"), value);
             }
@@ -300,7 +299,9 @@ impl TestCommand {
     /// `SIDEKICK_*` variables.
     pub fn new(cwd: &Path) -> TestCommand {
         let mut cmd = Command::new(bin());
-        cmd.current_dir(cwd).env("NO_COLOR", "1").stdin(Stdio::null());
+        cmd.current_dir(cwd)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null());
         for (name, _) in std::env::vars_os() {
             if name.to_string_lossy().starts_with("SIDEKICK_") {
                 cmd.env_remove(name);
@@ -440,12 +441,16 @@ impl Capture {
                             Err(_) => pending.len(),
                         };
                         let chunk: Vec<u8> = pending.drain(..valid).collect();
-                        sink.lock().unwrap().push_str(&String::from_utf8_lossy(&chunk));
+                        sink.lock()
+                            .unwrap()
+                            .push_str(&String::from_utf8_lossy(&chunk));
                     }
                 }
             }
             if !pending.is_empty() {
-                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&pending));
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&pending));
             }
         });
         Capture {
@@ -534,15 +539,16 @@ impl Running {
         pred: impl Fn(&str) -> bool,
     ) -> String {
         let mut last = String::new();
-        self.wait_until(&format!("{}: {what}", path.display()), |_| {
-            match fs::read_to_string(path) {
+        self.wait_until(
+            &format!("{}: {what}", path.display()),
+            |_| match fs::read_to_string(path) {
                 Ok(c) if pred(&c) => {
                     last = c;
                     true
                 }
                 _ => false,
-            }
-        });
+            },
+        );
         last
     }
 
@@ -571,14 +577,11 @@ impl Running {
     /// Waits until stderr printed after `mark` contains `needle` `times` times.
     pub fn wait_stderr_after(&mut self, mark: usize, needle: &str, times: usize) -> String {
         let mut seen = String::new();
-        self.wait_until(
-            &format!("stderr to show {needle:?} {times} time(s)"),
-            |r| {
-                let text = r.stderr.text();
-                seen = text.get(mark..).unwrap_or("").to_string();
-                seen.matches(needle).count() >= times
-            },
-        );
+        self.wait_until(&format!("stderr to show {needle:?} {times} time(s)"), |r| {
+            let text = r.stderr.text();
+            seen = text.get(mark..).unwrap_or("").to_string();
+            seen.matches(needle).count() >= times
+        });
         seen
     }
 

@@ -4,10 +4,13 @@
 use std::sync::Arc;
 
 use sidekick_backend::Backend;
+#[cfg(feature = "consul")]
 use sidekick_backend_consul::{ConsulBackend, ConsulConfig};
 use sidekick_backend_env::EnvBackend;
 use sidekick_backend_file::FileBackend;
+#[cfg(feature = "kubernetes")]
 use sidekick_backend_kubernetes::{KubernetesBackend, KubernetesConfig};
+#[cfg(feature = "rancher")]
 use sidekick_backend_rancher::{RancherBackend, RancherConfig};
 
 use crate::config::Settings;
@@ -20,6 +23,8 @@ pub(crate) const NAMES: &[&str] = &["file", "env", "etcdv3", "consul", "rancher"
 pub(crate) enum BuildError {
     #[error("unknown backend {name:?}: expected one of {}", NAMES.join(", "))]
     Unknown { name: String },
+    #[error("backend {name:?} was left out of this build (cargo feature)")]
+    NotBuilt { name: String },
     #[error("backend {backend}: {message}")]
     Settings { backend: String, message: String },
 }
@@ -40,6 +45,7 @@ pub(crate) fn build(settings: &Settings) -> Result<Arc<dyn Backend>, BuildError>
             Ok(Arc::new(backend))
         }
         "env" => Ok(Arc::new(EnvBackend::new())),
+        #[cfg(feature = "consul")]
         "consul" => Ok(Arc::new(
             ConsulBackend::new(ConsulConfig {
                 nodes: settings.nodes.clone(),
@@ -51,12 +57,14 @@ pub(crate) fn build(settings: &Settings) -> Result<Arc<dyn Backend>, BuildError>
             })
             .map_err(|e| settings_error("consul", e))?,
         )),
+        #[cfg(feature = "rancher")]
         "rancher" => Ok(Arc::new(
             RancherBackend::new(RancherConfig {
                 node: settings.nodes.first().cloned(),
             })
             .map_err(|e| settings_error("rancher", e))?,
         )),
+        #[cfg(feature = "kubernetes")]
         "kubernetes" | "k8s" => Ok(Arc::new(
             KubernetesBackend::new(KubernetesConfig {
                 kubeconfig: settings.kubeconfig.clone(),
@@ -64,6 +72,11 @@ pub(crate) fn build(settings: &Settings) -> Result<Arc<dyn Backend>, BuildError>
             })
             .map_err(|e| settings_error("kubernetes", e))?,
         )),
+        other if NAMES.contains(&other) || other == "etcd" || other == "k8s" => {
+            Err(BuildError::NotBuilt {
+                name: other.to_string(),
+            })
+        }
         other => Err(BuildError::Unknown {
             name: other.to_string(),
         }),

@@ -21,10 +21,35 @@ pub(crate) struct Cli {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Watch data files, templates and conf.d together; every save re-renders and
-    /// prints a diff (file backend, watch on).
-    Dev,
+    /// prints a diff (file backend, watch on). With `-- CMD ARGS`, also runs CMD
+    /// as `sidekick exec` does.
+    Dev {
+        #[command(flatten)]
+        exec: ExecArgs,
+    },
+    /// Render every resource, then run CMD as a supervised child (init shape):
+    /// signals are forwarded, zombies reaped, the child reloaded or restarted on
+    /// change, and sidekick exits with the child's exit code.
+    Exec {
+        #[command(flatten)]
+        exec: ExecArgs,
+    },
     /// Serve a Rancher-metadata-compatible API from a YAML answers file (--file).
     MetadataServer,
+}
+
+/// How `exec` (and `dev -- CMD`) run the child.
+#[derive(Debug, Default, Args)]
+pub(crate) struct ExecArgs {
+    /// Signal the child's whole process group, not just the child
+    #[arg(long, env = "SIDEKICK_EXEC_GROUP")]
+    pub exec_group: bool,
+    /// How long to wait after SIGTERM before SIGKILL [default: 10s]
+    #[arg(long, env = "SIDEKICK_KILL_TIMEOUT", value_name = "DURATION")]
+    pub kill_timeout: Option<String>,
+    /// The command to run, after `--`
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
 }
 
 /// Output format of log lines.
@@ -57,6 +82,9 @@ pub(crate) struct Flags {
         value_name = "URL"
     )]
     pub nodes: Vec<String>,
+    /// Debounce: render after MIN of quiet, at most MAX after the first change ("2s:10s")
+    #[arg(long, global = true, env = "SIDEKICK_WAIT", value_name = "MIN:MAX")]
+    pub wait: Option<String>,
     /// Key prefix joined in front of every resource's prefix
     #[arg(long, global = true, env = "SIDEKICK_PREFIX", value_name = "P")]
     pub prefix: Option<String>,

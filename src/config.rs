@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::cli::{Flags, LogFormat};
+use crate::debounce::Wait;
 
 /// Where sidekick looks for conf.d/ and templates/ when nothing says otherwise.
 pub(crate) const DEFAULT_CONFDIR: &str = "/etc/sidekick";
@@ -22,6 +23,7 @@ pub(crate) struct FileSettings {
     #[serde(alias = "node")]
     nodes: Option<Vec<String>>,
     prefix: Option<String>,
+    wait: Option<String>,
     #[serde(alias = "files")]
     file: Option<Vec<PathBuf>>,
     #[serde(alias = "services-file")]
@@ -64,6 +66,8 @@ pub(crate) struct Settings {
     pub backend: String,
     pub nodes: Vec<String>,
     pub prefix: String,
+    /// Global debounce; resources may set their own.
+    pub wait: Option<Wait>,
     pub files: Vec<PathBuf>,
     pub services_file: Option<PathBuf>,
     pub onetime: bool,
@@ -121,7 +125,14 @@ impl Settings {
                 }
             }
         };
+        let wait = flags.wait.clone().or(file.wait.clone());
         let mut settings = Settings::merge(flags, file);
+        if let Some(w) = wait {
+            settings.wait = Some(Wait::parse(&w).map_err(|message| ConfigError::Parse {
+                path: PathBuf::from("--wait"),
+                message,
+            })?);
+        }
         // Absolute paths, so file events and template paths compare equal.
         if let Ok(abs) = settings.confdir.canonicalize() {
             settings.confdir = abs;
@@ -150,6 +161,7 @@ impl Settings {
                 .unwrap_or_else(|| "file".to_string()),
             nodes: list(&flags.nodes, file.nodes),
             prefix: flags.prefix.clone().or(file.prefix).unwrap_or_default(),
+            wait: None,
             files: list(&flags.files, file.file),
             services_file: flags.services_file.clone().or(file.services_file),
             onetime: flags.onetime || file.onetime.unwrap_or(false),

@@ -83,12 +83,14 @@ pub(crate) enum DnsError {
         error: io::Error,
     },
     /// No answer came.
-    #[error("nameserver {server}: no answer for {name} after {ATTEMPTS} tries of {}s", TIMEOUT.as_secs())]
+    #[error("nameserver {server}: no answer for {name} after {ATTEMPTS} tries of {timeout:?}")]
     Timeout {
         /// The nameserver.
         server: SocketAddr,
         /// The name queried.
         name: String,
+        /// How long each try waited.
+        timeout: Duration,
     },
     /// The server answered with an error code (SERVFAIL, REFUSED, ...).
     #[error("nameserver {server}: {rcode} for {name}")]
@@ -327,6 +329,7 @@ pub(crate) fn query_srv(
     Err(DnsError::Timeout {
         server,
         name: name.to_string(),
+        timeout,
     })
 }
 
@@ -756,6 +759,7 @@ pub(crate) mod tests {
         let addr = silent.local_addr().unwrap();
         let err = query_srv(addr, "x.example.", Duration::from_millis(100)).unwrap_err();
         assert!(matches!(err, DnsError::Timeout { .. }), "{err}");
+        assert!(err.to_string().contains("after 2 tries of 100ms"), "{err}");
     }
 
     #[test]

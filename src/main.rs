@@ -7,14 +7,17 @@ mod backend;
 mod cli;
 mod command;
 mod config;
+mod debounce;
 mod dev;
 mod diff;
 mod dns;
 mod pipeline;
+mod reload;
 mod render;
 mod resource;
 mod run;
 mod shutdown;
+mod supervise;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -22,9 +25,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 
-use crate::cli::{Cli, Command, LogFormat};
+use crate::cli::{Cli, Command, ExecArgs, LogFormat};
 use crate::config::Settings;
-use crate::run::Mode;
+use crate::run::{ExecSpec, Mode};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -39,13 +42,14 @@ fn main() -> ExitCode {
 
 fn real_main(cli: Cli) -> anyhow::Result<u8> {
     let mut settings = Settings::load(&cli.flags)?;
-    let mode = match cli.command {
-        None => Mode::Normal,
-        Some(Command::Dev) => {
+    let (mode, exec) = match cli.command {
+        None => (Mode::Normal, None),
+        Some(Command::Dev { exec }) => {
             settings.watch = true;
             settings.onetime = false;
-            Mode::Dev
+            (Mode::Dev, exec_spec(exec, false)?)
         }
+        Some(Command::Exec { exec }) => (Mode::Normal, exec_spec(exec, true)?),
         Some(Command::MetadataServer) => {
             anyhow::bail!("metadata-server is not built yet");
         }
@@ -56,8 +60,30 @@ fn real_main(cli: Cli) -> anyhow::Result<u8> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let code = runtime.block_on(run::run(settings, backend, mode))?;
+    let code = runtime.block_on(run::run(settings, backend, mode, exec))?;
+    // Exit codes are 0..=255; 128 + signal fits.
     Ok(u8::try_from(code).unwrap_or(1))
+}
+
+/// The child to supervise, if a command was given (`required` for `exec`).
+fn exec_spec(args: ExecArgs, required: bool) -> anyhow::Result<Option<ExecSpec>> {
+    if args.command.is_empty() {
+        if required {
+            anyhow::bail!("exec needs a command: sidekick exec [flags] -- CMD ARGS...");
+        }
+        return Ok(None);
+    }
+    let kill_timeout = match &args.kill_timeout {
+        Some(t) => {
+            debounce::parse_duration(t).map_err(|m| anyhow::anyhow!("--kill-timeout: {m}"))?
+        }
+        None => std::time::Duration::from_secs(10),
+    };
+    Ok(Some(ExecSpec {
+        argv: args.command,
+        group: args.exec_group,
+        kill_timeout,
+    }))
 }
 
 fn init_logging(settings: &Settings) -> anyhow::Result<()> {

@@ -2,11 +2,16 @@
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
 
 use serde::Deserialize;
 use sidekick_backend::{is_under, join_prefix, normalize_key};
 use toml::Spanned;
 
+use crate::debounce::{parse_duration, Wait};
+use crate::reload::{parse_signal, Target};
 use crate::render::{RenderError, Renderer};
 
 /// The `[template]` table of a resource file, as written.
@@ -31,6 +36,40 @@ struct TemplateSection {
     check_cmd: Option<String>,
     reload_cmd: Option<String>,
     output_format: Option<Spanned<String>>,
+    reload_signal: Option<Spanned<SignalSpec>>,
+    pid_file: Option<String>,
+    process: Option<String>,
+    wait: Option<Spanned<String>>,
+    min_reload_interval: Option<Spanned<String>>,
+    #[serde(default)]
+    restart: bool,
+    kill_signal: Option<Spanned<SignalSpec>>,
+}
+
+/// A signal as written: a name ("SIGHUP", "HUP") or a number.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum SignalSpec {
+    Number(i64),
+    Name(String),
+}
+
+impl SignalSpec {
+    fn parse(&self) -> Result<Signal, String> {
+        match self {
+            SignalSpec::Number(n) => parse_signal(&n.to_string()),
+            SignalSpec::Name(s) => parse_signal(s),
+        }
+    }
+}
+
+/// What resource loading needs from the run: where templates are, the global
+/// prefix and wait, and whether sidekick supervises the executor.
+pub(crate) struct LoadContext<'a> {
+    pub templates_dir: &'a Path,
+    pub prefix: &'a str,
+    pub wait: Option<Wait>,
+    pub exec: bool,
 }
 
 /// A format the rendered output must parse as.
@@ -58,6 +97,15 @@ pub(crate) struct Resource {
     pub check_cmd: Option<String>,
     pub reload_cmd: Option<String>,
     pub output_format: Option<OutputFormat>,
+    /// Signal sent to `target` after a successful swap.
+    pub reload_signal: Option<Signal>,
+    pub target: Option<Target>,
+    /// Debounce: quiet period and cap.
+    pub wait: Option<Wait>,
+    pub min_reload_interval: Option<Duration>,
+    /// Restart the supervised child instead of signalling it.
+    pub restart: bool,
+    pub kill_signal: Signal,
     pub renderer: Renderer,
 }
 
@@ -108,11 +156,9 @@ pub(crate) fn resource_files(confd_dir: &Path) -> std::io::Result<Vec<PathBuf>> 
 
 impl Resource {
     /// Reads and checks one conf.d file; `global_prefix` is `--prefix`.
-    pub fn load(
-        file: &Path,
-        templates_dir: &Path,
-        global_prefix: &str,
-    ) -> Result<Resource, ResourceError> {
+    pub fn load(file: &Path, ctx: &LoadContext<'_>) -> Result<Resource, ResourceError> {
+        let templates_dir = ctx.templates_dir;
+        let global_prefix = ctx.prefix;
         let text = std::fs::read_to_string(file).map_err(|source| ResourceError::Read {
             file: file.to_path_buf(),
             source,
@@ -184,6 +230,64 @@ impl Resource {
                 }
             }),
         };
+        let signal = |spec: &Option<Spanned<SignalSpec>>,
+                      field: &str|
+         -> Result<Option<Signal>, ResourceError> {
+            match spec {
+                None => Ok(None),
+                Some(s) => s
+                    .get_ref()
+                    .parse()
+                    .map(Some)
+                    .map_err(|m| invalid(Some(s.span()), format!("field `{field}`: {m}"))),
+            }
+        };
+        let mut reload_signal = signal(&t.reload_signal, "reload_signal")?;
+        let kill_signal = signal(&t.kill_signal, "kill_signal")?.unwrap_or(Signal::SIGTERM);
+        let target = match (t.pid_file, t.process) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    None,
+                    "fields `pid_file` and `process`: set one of them, not both".into(),
+                ))
+            }
+            (Some(p), None) => Some(Target::PidFile(PathBuf::from(p))),
+            (None, Some(name)) => Some(Target::Process(name)),
+            (None, None) if ctx.exec => Some(Target::Child),
+            (None, None) => None,
+        };
+        if let (Some(spec), None) = (&t.reload_signal, &target) {
+            return Err(invalid(
+                Some(spec.span()),
+                "field `reload_signal`: needs `pid_file` or `process` to say which process gets it \
+                 (or run under `sidekick exec`, which signals its child)"
+                    .into(),
+            ));
+        }
+        if reload_signal.is_none()
+            && matches!(target, Some(Target::PidFile(_) | Target::Process(_)))
+        {
+            reload_signal = Some(Signal::SIGHUP);
+        }
+        if t.restart && !ctx.exec {
+            tracing::warn!(
+                resource = %file.display(),
+                "restart = true only has an effect under `sidekick exec`"
+            );
+        }
+        let wait = match &t.wait {
+            Some(w) => Some(
+                Wait::parse(w.get_ref())
+                    .map_err(|m| invalid(Some(w.span()), format!("field `wait`: {m}")))?,
+            ),
+            None => ctx.wait,
+        };
+        let min_reload_interval = match &t.min_reload_interval {
+            Some(d) => Some(parse_duration(d.get_ref()).map_err(|m| {
+                invalid(Some(d.span()), format!("field `min_reload_interval`: {m}"))
+            })?),
+            None => None,
+        };
         let prefix = join_prefix(global_prefix, t.prefix.as_deref().unwrap_or(""));
         let visible = if t.keys.is_empty() {
             vec![prefix.clone()]
@@ -212,6 +316,12 @@ impl Resource {
             check_cmd: t.check_cmd,
             reload_cmd: t.reload_cmd,
             output_format,
+            reload_signal,
+            target,
+            wait,
+            min_reload_interval,
+            restart: t.restart,
+            kill_signal,
             renderer,
         })
     }

@@ -10,12 +10,17 @@ use sidekick_backend::{
     Backend, BackendError, Catalog, Interest, KeyTree, Snapshot, Update, UpdateStream,
 };
 
+use nix::sys::signal::Signal;
+
 use crate::config::Settings;
+use crate::debounce::Debouncer;
 use crate::dev::{DevEvent, DevWatcher};
 use crate::pipeline::{self, Outcome};
+use crate::reload::{self, Target};
 use crate::render::View;
-use crate::resource::{resource_files, Resource, ResourceError};
+use crate::resource::{resource_files, LoadContext, Resource, ResourceError};
 use crate::shutdown::Shutdown;
+use crate::supervise::{Event, Supervisor, EXIT_CANNOT_START};
 
 /// How the loop reports to a person: plain logs, or dev mode's live output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +43,15 @@ struct Slot {
     resource: Resource,
     /// Keys the template could see at its last good render.
     last_keys: usize,
+    /// When the executor was last told to reload for this resource.
+    last_reload: Option<tokio::time::Instant>,
+}
+
+/// What the supervised child should get after a pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ChildAction {
+    Signal(Signal),
+    Restart(Signal),
 }
 
 /// Resources, the data they render from, and the backend it comes from.
@@ -50,6 +64,9 @@ pub(crate) struct Engine {
     tree: Arc<KeyTree>,
     catalog: Option<Arc<Catalog>>,
     opts: pipeline::Options,
+    /// Under `sidekick exec`: resources may signal or restart the child.
+    exec: bool,
+    child_actions: Vec<ChildAction>,
 }
 
 impl Engine {
@@ -58,6 +75,7 @@ impl Engine {
         settings: Settings,
         backend: Arc<dyn Backend>,
         mode: Mode,
+        exec: bool,
     ) -> anyhow::Result<Engine> {
         let color = crate::color_stdout();
         let opts = pipeline::Options {
@@ -76,6 +94,8 @@ impl Engine {
             tree: Arc::new(KeyTree::new()),
             catalog: None,
             opts,
+            exec,
+            child_actions: Vec::new(),
         };
         engine.load_resources()?;
         Ok(engine)
@@ -90,17 +110,21 @@ impl Engine {
         })?;
         let mut slots = Vec::new();
         self.broken.clear();
+        let templates_dir = self.settings.templates_dir();
+        let ctx = LoadContext {
+            templates_dir: &templates_dir,
+            prefix: &self.settings.prefix,
+            wait: self.settings.wait,
+            exec: self.exec,
+        };
         for file in files {
-            match Resource::load(&file, &self.settings.templates_dir(), &self.settings.prefix) {
+            match Resource::load(&file, &ctx) {
                 Ok(resource) => {
-                    let last_keys = self
-                        .slots
-                        .iter()
-                        .find(|s| s.resource.file == file)
-                        .map_or(0, |s| s.last_keys);
+                    let old = self.slots.iter().find(|s| s.resource.file == file);
                     slots.push(Slot {
                         resource,
-                        last_keys,
+                        last_keys: old.map_or(0, |s| s.last_keys),
+                        last_reload: old.and_then(|s| s.last_reload),
                     });
                 }
                 Err(e) => {
@@ -244,6 +268,10 @@ impl Engine {
                             report.updated += 1;
                             tracing::info!(resource = %name, dest, "updated");
                             self.dev_line(&format!("✔ {name}: {dest} updated"));
+                            if let Err(message) = self.tell_executor(i) {
+                                report.failed += 1;
+                                self.report_error(&name, &message);
+                            }
                         }
                         Outcome::WouldUpdate => {
                             report.updated += 1;
@@ -258,6 +286,33 @@ impl Engine {
             }
         }
         report
+    }
+
+    /// After a swap: signal the executor or queue a restart of the child, as the
+    /// resource says. `reload_cmd` already ran in the pipeline.
+    fn tell_executor(&mut self, i: usize) -> Result<(), String> {
+        if self.opts.sync_only || self.opts.noop {
+            return Ok(());
+        }
+        let r = &self.slots[i].resource;
+        let mut reloaded = r.reload_cmd.is_some();
+        if r.restart && self.exec {
+            self.child_actions.push(ChildAction::Restart(r.kill_signal));
+            reloaded = true;
+        } else if let (Some(sig), Some(target)) = (r.reload_signal, &r.target) {
+            reloaded = true;
+            if *target == Target::Child {
+                self.child_actions.push(ChildAction::Signal(sig));
+            } else {
+                let pids = reload::send(sig, target)
+                    .map_err(|e| format!("reload_signal not sent: {e}"))?;
+                tracing::info!(resource = %r.name, signal = %sig, ?pids, "signalled executor");
+            }
+        }
+        if reloaded {
+            self.slots[i].last_reload = Some(tokio::time::Instant::now());
+        }
+        Ok(())
     }
 
     /// Processes every resource; counts broken resource files as failures.
@@ -386,22 +441,31 @@ impl Backoff {
     }
 }
 
-/// Runs until `--onetime` is done, or until SIGINT/SIGTERM. Returns the exit code.
+/// How `sidekick exec` runs its child.
+pub(crate) struct ExecSpec {
+    pub argv: Vec<String>,
+    pub group: bool,
+    pub kill_timeout: Duration,
+}
+
+/// Runs until `--onetime` is done, until SIGINT/SIGTERM, or (exec) until the
+/// child ends. Returns the exit code.
 pub(crate) async fn run(
     settings: Settings,
     backend: Arc<dyn Backend>,
     mode: Mode,
+    exec: Option<ExecSpec>,
 ) -> anyhow::Result<i32> {
     let mut shutdown = Shutdown::new()?;
     let onetime = settings.onetime && mode == Mode::Normal;
     let watch = settings.watch || mode == Mode::Dev;
     let interval = Duration::from_secs(settings.interval.max(1));
     let confdir = settings.confdir.clone();
-    let mut engine = Engine::new(settings, backend, mode)?;
+    let mut engine = Engine::new(settings, backend, mode, exec.is_some())?;
     let backend = Arc::clone(&engine.backend);
     let mut interest = engine.interest();
 
-    if onetime {
+    if onetime && exec.is_none() {
         let snapshot = backend
             .load(&interest)
             .await
@@ -444,7 +508,7 @@ pub(crate) async fn run(
                         backend = backend.name(),
                         "initial load failed, retrying: {e}"
                     );
-                    engine.report_error(backend.name(), &e.to_string());
+                    engine.dev_error(&e.to_string());
                     logged_down = true;
                 }
                 tokio::select! {
@@ -454,9 +518,29 @@ pub(crate) async fn run(
             }
         }
     }
-    engine.process_all();
+    let first = engine.process_all();
+    engine.child_actions.clear(); // the child starts with the files as they are now
 
-    let mut stream: Option<UpdateStream> = if watch {
+    let mut supervisor = match exec {
+        Some(spec) => {
+            if first.failed > 0 && mode == Mode::Normal {
+                anyhow::bail!(
+                    "not starting {:?}: {} resource(s) failed to render (see above)",
+                    spec.argv.join(" "),
+                    first.failed
+                );
+            }
+            let mut sup = Supervisor::new(spec.argv, spec.group, spec.kill_timeout)?;
+            if let Err(e) = sup.start() {
+                eprintln!("sidekick: error: {e}");
+                return Ok(EXIT_CANNOT_START);
+            }
+            Some(sup)
+        }
+        None => None,
+    };
+
+    let mut stream: Option<UpdateStream> = if watch && !onetime {
         let s = backend.watch(&interest);
         if s.is_none() {
             tracing::warn!(
@@ -472,10 +556,15 @@ pub(crate) async fn run(
     let mut last_error: Option<String> = None;
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut debouncer = Debouncer::default();
 
     loop {
+        let due = debouncer.next_due();
         let changes = tokio::select! {
-            _ = shutdown.recv() => break,
+            _ = shutdown.recv(), if supervisor.is_none() => break,
+            event = next_child_event(&mut supervisor) => match event {
+                Event::Exited(code) | Event::Stopped(code) => return Ok(code),
+            },
             item = next_update(&mut stream) => match item {
                 Some(Ok(batch)) => {
                     if last_error.take().is_some() {
@@ -493,7 +582,7 @@ pub(crate) async fn run(
                     continue;
                 }
             },
-            _ = ticker.tick(), if stream.is_none() => match backend.load(&interest).await {
+            _ = ticker.tick(), if stream.is_none() && !onetime => match backend.load(&interest).await {
                 Ok(snapshot) => {
                     if last_error.take().is_some() {
                         tracing::info!(backend = backend.name(), "backend is back");
@@ -505,8 +594,17 @@ pub(crate) async fn run(
                     continue;
                 }
             },
+            _ = sleep_until_due(due) => {
+                let which = debouncer.take_due(tokio::time::Instant::now());
+                engine.process(&which);
+                if let Some(code) = act_on_child(&mut engine, &mut supervisor).await {
+                    return Ok(code);
+                }
+                continue;
+            }
             event = next_dev_event(&mut dev) => {
                 let Some(event) = event else { dev = None; continue };
+                debouncer.clear();
                 let which = engine.on_dev_event(event);
                 let new_interest = engine.interest();
                 if new_interest != interest {
@@ -523,17 +621,65 @@ pub(crate) async fn run(
                 } else {
                     engine.process(&which);
                 }
+                if let Some(code) = act_on_child(&mut engine, &mut supervisor).await {
+                    return Ok(code);
+                }
                 continue;
             }
         };
         if changes.is_empty() {
             continue;
         }
+        let now = tokio::time::Instant::now();
         let which = engine.affected(&changes);
         tracing::debug!(keys = changes.keys.len(), resources = which.len(), "change");
-        engine.process(&which);
+        for i in which {
+            let slot = &engine.slots[i];
+            let not_before = match (slot.last_reload, slot.resource.min_reload_interval) {
+                (Some(at), Some(gap)) => Some(at + gap),
+                _ => None,
+            };
+            debouncer.touch(i, slot.resource.wait, not_before, now);
+        }
     }
     Ok(0)
+}
+
+/// Signals or restarts the supervised child as the last pass asked. Returns an
+/// exit code when the child could not be started again.
+async fn act_on_child(engine: &mut Engine, supervisor: &mut Option<Supervisor>) -> Option<i32> {
+    let actions = std::mem::take(&mut engine.child_actions);
+    let sup = supervisor.as_mut()?;
+    for action in actions {
+        match action {
+            ChildAction::Signal(sig) => {
+                if let Err(e) = sup.signal(sig) {
+                    tracing::error!("{e}");
+                }
+            }
+            ChildAction::Restart(sig) => {
+                if let Err(e) = sup.restart(sig).await {
+                    eprintln!("sidekick: error: {e}");
+                    return Some(EXIT_CANNOT_START);
+                }
+            }
+        }
+    }
+    None
+}
+
+async fn sleep_until_due(due: Option<tokio::time::Instant>) {
+    match due {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_child_event(supervisor: &mut Option<Supervisor>) -> Event {
+    match supervisor {
+        Some(s) => s.next().await,
+        None => std::future::pending().await,
+    }
 }
 
 fn note_error(engine: &Engine, last: &mut Option<String>, e: &BackendError) {

@@ -7,6 +7,8 @@ use sidekick_backend::Backend;
 #[cfg(feature = "consul")]
 use sidekick_backend_consul::{ConsulBackend, ConsulConfig};
 use sidekick_backend_env::EnvBackend;
+#[cfg(feature = "etcd")]
+use sidekick_backend_etcd::{EtcdBackend, EtcdConfig};
 use sidekick_backend_file::FileBackend;
 #[cfg(feature = "kubernetes")]
 use sidekick_backend_kubernetes::{KubernetesBackend, KubernetesConfig};
@@ -45,6 +47,18 @@ pub(crate) fn build(settings: &Settings) -> Result<Arc<dyn Backend>, BuildError>
             Ok(Arc::new(backend))
         }
         "env" => Ok(Arc::new(EnvBackend::new())),
+        #[cfg(feature = "etcd")]
+        "etcdv3" | "etcd" => Ok(Arc::new(
+            EtcdBackend::new(EtcdConfig {
+                endpoints: settings.nodes.clone(),
+                username: settings.username.clone(),
+                password: settings.password.clone(),
+                client_cert: settings.client_cert.clone(),
+                client_key: settings.client_key.clone(),
+                client_ca_keys: settings.client_ca_keys.clone(),
+            })
+            .map_err(|e| settings_error("etcdv3", e))?,
+        )),
         #[cfg(feature = "consul")]
         "consul" => Ok(Arc::new(
             ConsulBackend::new(ConsulConfig {

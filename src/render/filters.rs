@@ -321,6 +321,12 @@ mod tests {
             ),
             "x 443 true"
         );
+        // The documented way to iterate a map in a stable order.
+        let tpl = r#"{% set m = getv(key="/j") | json %}{% for k in m | keys | sort %}{{ k }}={{ m[k] }};{% endfor %}"#;
+        assert_eq!(
+            render(tpl, &[("/j", r#"{"b":1,"c":3,"a":2}"#)]),
+            "a=2;b=1;c=3;"
+        );
         let e = try_render(r#"{{ getv(key="/j") | json }}"#, &[("/j", "[1]")]).unwrap_err();
         assert!(
             e.contains("json: expected a JSON object, got an array"),

@@ -35,7 +35,7 @@ use functions::{Scope, Slot};
 /// The core builds one per render from the tree it holds; it is cheap because the
 /// tree and the catalog are shared.
 #[derive(Debug, Clone)]
-pub(crate) struct View {
+pub struct View {
     /// The whole tree the core holds, with absolute keys.
     pub keys: Arc<KeyTree>,
     /// Normalized prefix of this resource (global `--prefix` joined with the
@@ -55,7 +55,7 @@ pub(crate) struct View {
 /// Renders one resource's template. Build it once with [`Renderer::new`] (and
 /// again when a template file changes), then call [`Renderer::render`] for every
 /// new set of keys.
-pub(crate) struct Renderer {
+pub struct Renderer {
     tera: Tera,
     /// Tera's name of the resource's `src` template (its absolute path).
     name: String,
@@ -134,7 +134,7 @@ impl Renderer {
 /// template file; errors inside a template carry Tera's report, which points at
 /// `file:line:col` and shows the source line with a `^^^` underline.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum RenderError {
+pub enum RenderError {
     /// A template file could not be read.
     #[error("{}: cannot read template: {error}", path.display())]
     Read {
@@ -326,6 +326,23 @@ mod tests {
         let inc = path.with_file_name("inc.tmpl");
         assert!(msg.contains(&format!("{}:2:", inc.display())), "{msg}");
         assert!(msg.contains("called from"), "{msg}");
+    }
+
+    #[test]
+    fn include_sees_loop_variables_but_not_loop() {
+        let dir = dir_with(&[
+            (
+                "a.tmpl",
+                "{% for u in [\"x\", \"y\"] %}{% set i = loop.index %}{% include \"p.tmpl\" %}{% endfor %}",
+            ),
+            ("p.tmpl", "[{{ u }} {{ i }}]"),
+            ("b.tmpl", "{% for u in [1] %}{% include \"q.tmpl\" %}{% endfor %}"),
+            ("q.tmpl", "{{ loop.index }}"),
+        ]);
+        assert_eq!(render_one(dir.path(), "a.tmpl", &[]), "[x 1][y 2]");
+        let r = Renderer::new(dir.path(), "b.tmpl").unwrap();
+        let msg = r.render(view(&[], "/", &["/"])).unwrap_err().to_string();
+        assert!(msg.contains("Variable `loop` is not defined"), "{msg}");
     }
 
     #[test]

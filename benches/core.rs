@@ -1,0 +1,103 @@
+//! Core benchmarks (issue 3): one template over 10,000 keys (`gets` + loop),
+//! and the whole `--onetime` run of the real binary on a 10,000-key YAML file.
+//! Prints medians and p99 over repeated runs, the peak RSS of the onetime run
+//! and the binary's size. Run with `cargo bench --bench core`.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sidekick::render::{Renderer, View};
+use sidekick_backend::KeyTree;
+
+const KEYS: usize = 10_000;
+const TEMPLATE: &str = "upstream app {\n{% for kv in gets(pattern=\"/app/upstreams/*\") %}    server {{ kv.value }}; # {{ kv.key | base }}\n{% endfor %}}\n";
+
+fn main() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("conf.d")).expect("mkdir");
+    std::fs::create_dir_all(root.join("templates")).expect("mkdir");
+    std::fs::write(root.join("templates/big.tmpl"), TEMPLATE).expect("write template");
+    let dest = root.join("out/big.conf");
+    std::fs::write(
+        root.join("conf.d/big.toml"),
+        format!(
+            "[template]\nsrc = \"big.tmpl\"\ndest = \"{}\"\nkeys = [\"/app/upstreams\"]\n",
+            dest.display()
+        ),
+    )
+    .expect("write resource");
+    let mut yaml = String::from("app:\n  upstreams:\n");
+    let mut tree = KeyTree::new();
+    for i in 0..KEYS {
+        let value = format!("10.{}.{}.{}:8080", i / 65536, (i / 256) % 256, i % 256);
+        let _ = writeln!(yaml, "    host{i:05}: \"{value}\"");
+        tree.insert(&format!("/app/upstreams/host{i:05}"), value);
+    }
+    std::fs::write(root.join("data.yaml"), &yaml).expect("write data");
+
+    bench_render(root, tree);
+    bench_onetime(root, &dest);
+}
+
+fn bench_render(root: &Path, tree: KeyTree) {
+    let renderer = Renderer::new(&root.join("templates"), "big.tmpl").expect("template parses");
+    let view = Arc::new(View {
+        keys: Arc::new(tree),
+        prefix: "/".into(),
+        visible: vec!["/app/upstreams".into()],
+        catalog: None,
+        backend: "bench",
+    });
+    // Warm up once, then measure.
+    let out = renderer.render(Arc::clone(&view)).expect("renders");
+    assert_eq!(out.lines().count(), KEYS + 2);
+    let mut times = Vec::new();
+    for _ in 0..200 {
+        let start = Instant::now();
+        let out = renderer.render(Arc::clone(&view)).expect("renders");
+        times.push(start.elapsed());
+        std::hint::black_box(out);
+    }
+    report("render 10,000 keys (gets + loop)", &mut times);
+}
+
+fn bench_onetime(root: &Path, dest: &Path) {
+    let bin = env!("CARGO_BIN_EXE_sidekick");
+    let mut times = Vec::new();
+    for _ in 0..50 {
+        let _ = std::fs::remove_file(dest);
+        let start = Instant::now();
+        let status = Command::new(bin)
+            .args(["--onetime", "--log-level", "warn", "--confdir"])
+            .arg(root)
+            .arg("--file")
+            .arg(root.join("data.yaml"))
+            .status()
+            .expect("sidekick runs");
+        times.push(start.elapsed());
+        assert!(status.success(), "sidekick --onetime failed");
+    }
+    report("--onetime, 10,000-key YAML, write included", &mut times);
+    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN).expect("getrusage");
+    println!("  peak RSS of the --onetime runs: {:.1} MB", usage.max_rss() as f64 / 1024.0);
+    if let Ok(meta) = std::fs::metadata(bin) {
+        println!("  binary: {} ({:.1} MB)", bin, meta.len() as f64 / 1_048_576.0);
+    }
+}
+
+fn report(what: &str, times: &mut [Duration]) {
+    times.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let p99 = times[(times.len() * 99 / 100).min(times.len() - 1)];
+    println!(
+        "{what}: median {:.2} ms, p99 {:.2} ms, min {:.2} ms over {} runs",
+        ms(times[times.len() / 2]),
+        ms(p99),
+        ms(times[0]),
+        times.len()
+    );
+}

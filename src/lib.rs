@@ -1,0 +1,109 @@
+//! sidekick: keeps an application's config files in step with its
+//! service-discovery backend. The binary (`src/main.rs`) only calls [`main`];
+//! the work lives in the modules below and in the backend crates under
+//! `backends/`. [`render`] is public so benchmarks can time it alone.
+
+mod backend;
+mod cli;
+mod command;
+mod config;
+mod debounce;
+mod dev;
+mod diff;
+mod dns;
+mod pipeline;
+mod reload;
+pub mod render;
+mod resource;
+mod run;
+mod shutdown;
+mod supervise;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+
+use crate::cli::{Cli, Command, ExecArgs, LogFormat};
+use crate::config::Settings;
+use crate::run::{ExecSpec, Mode};
+
+/// Parses the command line, runs, and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match real_main(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("sidekick: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn real_main(cli: Cli) -> anyhow::Result<u8> {
+    let mut settings = Settings::load(&cli.flags)?;
+    let (mode, exec) = match cli.command {
+        None => (Mode::Normal, None),
+        Some(Command::Dev { exec }) => {
+            settings.watch = true;
+            settings.onetime = false;
+            (Mode::Dev, exec_spec(exec, false)?)
+        }
+        Some(Command::Exec { exec }) => (Mode::Normal, exec_spec(exec, true)?),
+        Some(Command::MetadataServer) => {
+            anyhow::bail!("metadata-server is not built yet");
+        }
+    };
+    init_logging(&settings)?;
+    let backend = backend::build(&settings)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let code = runtime.block_on(run::run(settings, backend, mode, exec))?;
+    // Exit codes are 0..=255; 128 + signal fits.
+    Ok(u8::try_from(code).unwrap_or(1))
+}
+
+/// The child to supervise, if a command was given (`required` for `exec`).
+fn exec_spec(args: ExecArgs, required: bool) -> anyhow::Result<Option<ExecSpec>> {
+    if args.command.is_empty() {
+        if required {
+            anyhow::bail!("exec needs a command: sidekick exec [flags] -- CMD ARGS...");
+        }
+        return Ok(None);
+    }
+    let kill_timeout = match &args.kill_timeout {
+        Some(t) => {
+            debounce::parse_duration(t).map_err(|m| anyhow::anyhow!("--kill-timeout: {m}"))?
+        }
+        None => std::time::Duration::from_secs(10),
+    };
+    Ok(Some(ExecSpec {
+        argv: args.command,
+        group: args.exec_group,
+        kill_timeout,
+    }))
+}
+
+fn init_logging(settings: &Settings) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&settings.log_level)
+        .with_context(|| format!("bad --log-level {:?}", settings.log_level))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let result = match settings.log_format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+    };
+    result.map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
+}
+
+/// Whether to colour what goes to stdout: a terminal, and `NO_COLOR` unset.
+pub(crate) fn color_stdout() -> bool {
+    std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal()
+}

@@ -76,6 +76,7 @@ pub(crate) fn build(settings: &Settings) -> Result<Arc<dyn Backend>, BuildError>
             RancherBackend::new(RancherConfig {
                 node: settings.nodes.first().cloned(),
             })
+            .and_then(|b| b.with_self_container(settings.self_container.clone()))
             .map_err(|e| settings_error("rancher", e))?,
         )),
         #[cfg(feature = "kubernetes")]

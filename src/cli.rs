@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// sidekick keeps an application's config files in step with its
@@ -61,7 +62,9 @@ pub(crate) enum LogFormat {
 }
 
 /// Flags shared by every subcommand. All are optional here: the config file
-/// fills what flags and environment leave unset, then defaults apply.
+/// fills what flags and environment leave unset, then defaults apply. On/off
+/// flags are `Option<bool>` so `SIDEKICK_NOOP=false` (or `--noop=false`) can
+/// turn off what the file turns on.
 #[derive(Debug, Default, Args)]
 pub(crate) struct Flags {
     /// Directory holding conf.d/ and templates/ [default: /etc/sidekick]
@@ -70,7 +73,7 @@ pub(crate) struct Flags {
     /// Settings file [default: CONFDIR/sidekick.toml, optional]
     #[arg(long, global = true, env = "SIDEKICK_CONFIG_FILE", value_name = "FILE")]
     pub config_file: Option<PathBuf>,
-    /// Backend to read keys from: file, env
+    /// Backend to read keys from: file, env, etcdv3, consul, rancher, kubernetes
     #[arg(long, global = true, env = "SIDEKICK_BACKEND", value_name = "NAME")]
     pub backend: Option<String>,
     /// Backend address; repeatable (several endpoints of one cluster)
@@ -106,26 +109,32 @@ pub(crate) struct Flags {
     )]
     pub services_file: Option<PathBuf>,
     /// Render once and exit; non-zero when any resource failed
-    #[arg(long, global = true, env = "SIDEKICK_ONETIME")]
-    pub onetime: bool,
+    #[arg(long, global = true, env = "SIDEKICK_ONETIME", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = BoolishValueParser::new(), value_name = "BOOL")]
+    pub onetime: Option<bool>,
     /// Watch the backend for changes instead of polling
-    #[arg(long, global = true, env = "SIDEKICK_WATCH")]
-    pub watch: bool,
+    #[arg(long, global = true, env = "SIDEKICK_WATCH", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = BoolishValueParser::new(), value_name = "BOOL")]
+    pub watch: Option<bool>,
     /// Seconds between polls when not watching [default: 600]
     #[arg(long, global = true, env = "SIDEKICK_INTERVAL", value_name = "SECS")]
     pub interval: Option<u64>,
     /// Render and compare, but write nothing and run no command
-    #[arg(long, global = true, env = "SIDEKICK_NOOP")]
-    pub noop: bool,
+    #[arg(long, global = true, env = "SIDEKICK_NOOP", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = BoolishValueParser::new(), value_name = "BOOL")]
+    pub noop: Option<bool>,
     /// Print a unified diff of every change (with --noop: what would change)
-    #[arg(long, global = true, env = "SIDEKICK_DIFF")]
-    pub diff: bool,
+    #[arg(long, global = true, env = "SIDEKICK_DIFF", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = BoolishValueParser::new(), value_name = "BOOL")]
+    pub diff: Option<bool>,
     /// Write files but skip check and reload commands
-    #[arg(long, global = true, env = "SIDEKICK_SYNC_ONLY")]
-    pub sync_only: bool,
+    #[arg(long, global = true, env = "SIDEKICK_SYNC_ONLY", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = BoolishValueParser::new(), value_name = "BOOL")]
+    pub sync_only: Option<bool>,
     /// Keep the stage file when a check fails, for inspection
-    #[arg(long, global = true, env = "SIDEKICK_KEEP_STAGE_FILE")]
-    pub keep_stage_file: bool,
+    #[arg(long, global = true, env = "SIDEKICK_KEEP_STAGE_FILE", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = BoolishValueParser::new(), value_name = "BOOL")]
+    pub keep_stage_file: Option<bool>,
     /// User name for backends with auth (etcd)
     #[arg(long, global = true, env = "SIDEKICK_USERNAME", value_name = "USER")]
     pub username: Option<String>,

@@ -60,6 +60,16 @@ pub(crate) struct FileSettings {
 }
 
 /// Everything a run needs, after merging and defaults.
+// Some fields are read only by optional backends (cargo features).
+#[cfg_attr(
+    not(all(
+        feature = "etcd",
+        feature = "consul",
+        feature = "rancher",
+        feature = "kubernetes"
+    )),
+    allow(dead_code)
+)]
 #[derive(Clone)]
 pub(crate) struct Settings {
     pub confdir: PathBuf,
@@ -164,13 +174,16 @@ impl Settings {
             wait: None,
             files: list(&flags.files, file.file),
             services_file: flags.services_file.clone().or(file.services_file),
-            onetime: flags.onetime || file.onetime.unwrap_or(false),
-            watch: flags.watch || file.watch.unwrap_or(false),
+            onetime: flags.onetime.or(file.onetime).unwrap_or(false),
+            watch: flags.watch.or(file.watch).unwrap_or(false),
             interval: flags.interval.or(file.interval).unwrap_or(DEFAULT_INTERVAL),
-            noop: flags.noop || file.noop.unwrap_or(false),
-            diff: flags.diff || file.diff.unwrap_or(false),
-            sync_only: flags.sync_only || file.sync_only.unwrap_or(false),
-            keep_stage_file: flags.keep_stage_file || file.keep_stage_file.unwrap_or(false),
+            noop: flags.noop.or(file.noop).unwrap_or(false),
+            diff: flags.diff.or(file.diff).unwrap_or(false),
+            sync_only: flags.sync_only.or(file.sync_only).unwrap_or(false),
+            keep_stage_file: flags
+                .keep_stage_file
+                .or(file.keep_stage_file)
+                .unwrap_or(false),
             username: flags.username.clone().or(file.username),
             password: flags.password.clone().or(file.password),
             client_cert: flags.client_cert.clone().or(file.client_cert),

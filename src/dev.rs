@@ -22,6 +22,10 @@ pub(crate) struct DevWatcher {
     rx: mpsc::UnboundedReceiver<PathBuf>,
     confd: PathBuf,
     templates: PathBuf,
+    /// Paths of a save still settling, kept here so that `next` is
+    /// cancel-safe inside `select!`: a dropped call loses nothing.
+    pending: Vec<PathBuf>,
+    settle_until: Option<tokio::time::Instant>,
 }
 
 /// How long to wait for the rest of an editor's save (temp file, rename, chmod).
@@ -50,18 +54,30 @@ impl DevWatcher {
             rx,
             confd: confdir.join("conf.d"),
             templates: confdir.join("templates"),
+            pending: Vec::new(),
+            settle_until: None,
         })
     }
 
     /// The next relevant change, after the save settled; `None` if the watch died.
+    /// Cancel-safe: state between awaits lives in `self`.
     pub async fn next(&mut self) -> Option<DevEvent> {
         loop {
-            let first = self.rx.recv().await?;
-            let mut paths = vec![first];
-            let deadline = tokio::time::Instant::now() + SETTLE;
+            let deadline = match self.settle_until {
+                Some(d) => d,
+                None => {
+                    let first = self.rx.recv().await?;
+                    self.pending.push(first);
+                    let d = tokio::time::Instant::now() + SETTLE;
+                    self.settle_until = Some(d);
+                    d
+                }
+            };
             while let Ok(Some(p)) = tokio::time::timeout_at(deadline, self.rx.recv()).await {
-                paths.push(p);
+                self.pending.push(p);
             }
+            self.settle_until = None;
+            let mut paths = std::mem::take(&mut self.pending);
             paths.sort();
             paths.dedup();
             let hidden_or_backup = |p: &PathBuf| {

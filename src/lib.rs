@@ -51,8 +51,28 @@ fn real_main(cli: Cli) -> anyhow::Result<u8> {
             (Mode::Dev, exec_spec(exec, false)?)
         }
         Some(Command::Exec { exec }) => (Mode::Normal, exec_spec(exec, true)?),
+        #[cfg(feature = "rancher")]
         Some(Command::MetadataServer) => {
-            anyhow::bail!("metadata-server is not built yet");
+            init_logging(&settings)?;
+            let config = sidekick_backend_rancher::ServerConfig::from_settings(
+                settings.listen.as_deref(),
+                &settings.files,
+                settings.self_container.clone(),
+            )?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            return runtime.block_on(async {
+                let mut shutdown = shutdown::Shutdown::new()?;
+                sidekick_backend_rancher::serve(config, async move { shutdown.recv().await })
+                    .await?;
+                Ok::<u8, anyhow::Error>(0)
+            });
+        }
+        #[cfg(not(feature = "rancher"))]
+        Some(Command::MetadataServer) => {
+            anyhow::bail!("metadata-server was left out of this build (cargo feature rancher)")
         }
     };
     init_logging(&settings)?;

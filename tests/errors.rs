@@ -263,3 +263,28 @@ fn unknown_backend_and_missing_file_flag_are_fatal_errors() {
         .run_fail()
         .assert_stderr_has(&["sidekick: error:", "--file"]);
 }
+
+#[test]
+fn include_outside_the_templates_directory_is_refused() {
+    let dir = dir_with_good_neighbours();
+    let tmpl = dir.template("bad.tmpl", "line one\n{% include \"../data.yaml\" %}\n");
+    bad_resource(
+        &dir,
+        "[template]\nsrc = \"bad.tmpl\"\ndest = \"@OUT@/bad.conf\"\n",
+    );
+    let out = run_expecting_failure(&dir);
+    out.assert_stderr_has(&[
+        &format!("{}:2:", tmpl.display()),
+        "outside the templates directory",
+    ]);
+    assert!(!dir.out("bad.conf").exists());
+}
+
+#[test]
+fn non_toml_files_in_conf_d_are_ignored() {
+    let dir = dir_with_good_neighbours();
+    dir.write("conf.d/README.md", "not a resource = [\n");
+    dir.write("conf.d/app.toml.bak", "[template]\nbroken");
+    let out = dir.onetime().run();
+    assert_eq!(dir.read("out/a-good.conf"), "a value\n", "{out}");
+}

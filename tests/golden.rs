@@ -180,8 +180,9 @@ fn every_case_is_listed() {
     );
 }
 
-/// The README's first command, run from a directory laid out like the
-/// repository (the example's dest paths are relative to it).
+/// The README's first command (`--onetime --diff`, file backend), run from a
+/// directory laid out like the repository (the example's dest paths are
+/// relative to it).
 #[test]
 fn readme_example_renders_golden_output() {
     let tmp = tempfile::tempdir().unwrap();
@@ -194,34 +195,28 @@ fn readme_example_renders_golden_output() {
     // A stale out/ from someone running the example in the repository would
     // make this test pass vacuously.
     let _ = fs::remove_dir_all(root.join("examples/nginx/out"));
-    TestCommand::new(root)
-        .args([
-            "--onetime",
-            "--confdir",
-            "examples/nginx",
-            "--file",
-            "examples/nginx/data.yaml",
-            "--services-file",
-            "examples/nginx/services.yaml",
-        ])
-        .run();
+    let readme = [
+        "--onetime",
+        "--diff",
+        "--confdir",
+        "examples/nginx",
+        "--file",
+        "examples/nginx/data.yaml",
+        "--services-file",
+        "examples/nginx/services.yaml",
+    ];
+    let out = TestCommand::new(root).args(readme).run();
+    out.assert_stdout_has(&[
+        "+++ examples/nginx/out/nginx.conf (new)",
+        "+++ examples/nginx/out/upstream.conf (new)",
+        "+    server 10.0.1.1:80; # node-a",
+    ]);
     compare_tree(
         "example-nginx",
         &root.join("examples/nginx/out"),
         &golden_dir().join("example-nginx/expected"),
     );
     // A second run finds nothing to do.
-    let out = TestCommand::new(root)
-        .args([
-            "--onetime",
-            "--diff",
-            "--confdir",
-            "examples/nginx",
-            "--file",
-            "examples/nginx/data.yaml",
-            "--services-file",
-            "examples/nginx/services.yaml",
-        ])
-        .run();
+    let out = TestCommand::new(root).args(readme).run();
     assert!(out.stdout.is_empty(), "second run changed something:{out}");
 }

@@ -306,3 +306,10 @@ fn sync_only_skips_check_and_reload() {
     assert_eq!(lines(&dir, "reloads"), 0);
     dir.assert_no_stage_files();
 }
+
+#[test]
+fn check_cmd_sees_the_stage_file_with_its_final_mode() {
+    let dir = app("mode = \"0640\"\ncheck_cmd = \"stat -c %a {{.src}} > @DIR@/stage-mode\"");
+    dir.onetime().run();
+    assert_eq!(dir.read("stage-mode").trim(), "640");
+}

@@ -585,6 +585,11 @@ impl Running {
         seen
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("process already stopped").id()
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         match self.child.as_mut() {
@@ -611,12 +616,7 @@ fn terminate(child: &mut Child) -> Option<ExitStatus> {
     if let Ok(Some(status)) = child.try_wait() {
         return Some(status);
     }
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
+    send_sigterm(child.id());
     let deadline = Instant::now() + TIMEOUT;
     while Instant::now() < deadline {
         if let Ok(Some(status)) = child.try_wait() {
@@ -627,6 +627,16 @@ fn terminate(child: &mut Child) -> Option<ExitStatus> {
     let _ = child.kill();
     let _ = child.wait();
     None
+}
+
+/// Sends SIGTERM to `pid` through the shell's `kill` builtin (always there,
+/// unlike a `kill` binary; no libc dependency needed).
+pub fn send_sigterm(pid: u32) {
+    let _ = Command::new("/bin/sh")
+        .args(["-c", "kill -TERM \"$0\"", &pid.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
 }
 
 impl Drop for Running {

@@ -27,8 +27,9 @@ pub(crate) enum BuildError {
     Unknown { name: String },
     #[error("backend {name:?} was left out of this build (cargo feature)")]
     NotBuilt { name: String },
-    #[error("backend {backend}: {message}")]
-    Settings { backend: String, message: String },
+    /// The backend's own error names it (`etcdv3: ...`, `kubernetes: ...`).
+    #[error("{message}")]
+    Settings { message: String },
 }
 
 /// Builds the backend the settings name.
@@ -37,8 +38,7 @@ pub(crate) fn build(settings: &Settings) -> Result<Arc<dyn Backend>, BuildError>
         "file" => {
             if settings.files.is_empty() && settings.services_file.is_none() {
                 return Err(BuildError::Settings {
-                    backend: "file".into(),
-                    message: "needs at least one --file PATH (YAML, JSON or TOML file, or a directory of them)"
+                    message: "file: needs at least one --file PATH (YAML, JSON or TOML file, or a directory of them)"
                         .into(),
                 });
             }
@@ -99,8 +99,13 @@ pub(crate) fn build(settings: &Settings) -> Result<Arc<dyn Backend>, BuildError>
 }
 
 fn settings_error(backend: &str, e: sidekick_backend::BackendError) -> BuildError {
+    let message = e.to_string();
     BuildError::Settings {
-        backend: backend.into(),
-        message: e.to_string(),
+        // Config, Denied and Unavailable errors start with the backend's name already.
+        message: if message.starts_with(backend) {
+            message
+        } else {
+            format!("{backend}: {message}")
+        },
     }
 }

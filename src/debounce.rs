@@ -74,13 +74,16 @@ impl Debouncer {
         now: Instant,
     ) {
         let (min, max) = wait.map_or((Duration::ZERO, Duration::ZERO), |w| (w.min, w.max));
-        let floor = not_before.unwrap_or(now);
         let entry = self.pending.entry(i).or_insert(Pending {
             quiet_until: now,
-            deadline: (now + max).max(floor),
+            deadline: now + max,
         });
-        entry.quiet_until = (now + min).max(floor);
-        entry.deadline = entry.deadline.max(floor);
+        entry.quiet_until = now + min;
+        // min_reload_interval: neither the quiet period nor the cap may fall earlier.
+        if let Some(floor) = not_before {
+            entry.quiet_until = entry.quiet_until.max(floor);
+            entry.deadline = entry.deadline.max(floor);
+        }
     }
 
     /// When the next resource falls due, if any is pending.

@@ -75,6 +75,27 @@ pub(crate) fn print(dest: &Path, old: &str, new: &str, color: bool) {
     let _ = stdout.flush();
 }
 
+/// For files rendered from secrets: the header and how many bytes of changed
+/// lines there are, never the lines themselves.
+pub(crate) fn secret_summary(dest: &Path, old: &str, new: &str) -> String {
+    let diff = TextDiff::from_lines(old, new);
+    let changed: usize = diff
+        .iter_all_changes()
+        .filter(|c| c.tag() != ChangeTag::Equal)
+        .map(|c| c.value().len())
+        .sum();
+    let name = dest.display();
+    format!("--- {name}\n+++ {name} (new)\n<secret: {changed} bytes changed>\n")
+}
+
+/// Writes the secret summary to stdout.
+pub(crate) fn print_secret(dest: &Path, old: &str, new: &str) {
+    let text = secret_summary(dest, old, new);
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(text.as_bytes());
+    let _ = stdout.flush();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,6 +104,12 @@ mod tests {
     fn plain_unified_diff() {
         let d = unified(Path::new("/x"), "a\nb\nc\n", "a\nB\nc\n", false);
         assert_eq!(d, "--- /x\n+++ /x (new)\n@@ -1,3 +1,3 @@\n a\n-b\n+B\n c\n");
+    }
+
+    #[test]
+    fn secret_shows_size_only() {
+        let d = secret_summary(Path::new("/x"), "a\npw=old\n", "a\npw=newer\n");
+        assert_eq!(d, "--- /x\n+++ /x (new)\n<secret: 16 bytes changed>\n");
     }
 
     #[test]

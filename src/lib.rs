@@ -108,7 +108,13 @@ fn exec_spec(args: ExecArgs, required: bool) -> anyhow::Result<Option<ExecSpec>>
 }
 
 fn init_logging(settings: &Settings) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(&settings.log_level)
+    // kube-runtime logs every watch retry itself; sidekick logs state changes.
+    let directives = if settings.log_level.contains('=') {
+        settings.log_level.clone()
+    } else {
+        format!("{},kube_runtime=error", settings.log_level)
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
         .with_context(|| format!("bad --log-level {:?}", settings.log_level))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -102,10 +102,12 @@ struct Wanted {
 }
 
 /// Brings `resource.dest` in line with `content`.
+/// `secret`: the render read secret keys, so a diff shows only a size.
 pub(crate) fn apply(
     resource: &Resource,
     content: &str,
     opts: &Options,
+    secret: bool,
 ) -> Result<Outcome, PipelineError> {
     if let Some(format) = resource.output_format {
         validate_format(format, content)?;
@@ -147,7 +149,11 @@ pub(crate) fn apply(
             .as_deref()
             .map(String::from_utf8_lossy)
             .unwrap_or_default();
-        diff::print(dest, &old, content, opts.color);
+        if secret {
+            diff::print_secret(dest, &old, content);
+        } else {
+            diff::print(dest, &old, content, opts.color);
+        }
     }
     if opts.noop {
         return Ok(Outcome::WouldUpdate);

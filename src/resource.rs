@@ -106,6 +106,8 @@ pub(crate) struct Resource {
     /// Restart the supervised child instead of signalling it.
     pub restart: bool,
     pub kill_signal: Signal,
+    /// The template (or an include) calls `service()` or `services()`.
+    pub uses_catalog: bool,
     pub renderer: Renderer,
 }
 
@@ -322,6 +324,10 @@ impl Resource {
             min_reload_interval,
             restart: t.restart,
             kill_signal,
+            uses_catalog: renderer.files().iter().any(|f| {
+                std::fs::read_to_string(f)
+                    .is_ok_and(|text| text.contains("service(") || text.contains("services("))
+            }),
             renderer,
         })
     }

@@ -159,7 +159,8 @@ impl Engine {
         }
         Interest {
             prefixes: kept,
-            services: self.backend.has_catalog(),
+            services: self.backend.has_catalog()
+                && self.slots.iter().any(|s| s.resource.uses_catalog),
         }
     }
 
@@ -211,7 +212,7 @@ impl Engine {
         (0..self.slots.len())
             .filter(|&i| {
                 let r = &self.slots[i].resource;
-                changes.catalog || changes.keys.iter().any(|k| r.watches(k))
+                (changes.catalog && r.uses_catalog) || changes.keys.iter().any(|k| r.watches(k))
             })
             .collect()
     }
@@ -253,7 +254,13 @@ impl Engine {
                 .render(view)
                 .map_err(|e| e.to_string())
                 .and_then(|content| {
-                    pipeline::apply(&slot.resource, &content, &self.opts).map_err(|e| e.to_string())
+                    let backend = &self.backend;
+                    let secret = slot.resource.visible.iter().any(|p| {
+                        backend.is_secret(p)
+                            || self.tree.under(p).any(|(k, _)| backend.is_secret(k))
+                    });
+                    pipeline::apply(&slot.resource, &content, &self.opts, secret)
+                        .map_err(|e| e.to_string())
                 });
             let dest = slot.resource.dest.display().to_string();
             match result {
@@ -640,6 +647,14 @@ pub(crate) async fn run(
                 _ => None,
             };
             debouncer.touch(i, slot.resource.wait, not_before, now);
+        }
+        // Without a wait, render now rather than through the timer.
+        if debouncer.next_due().is_some_and(|due| due <= now) {
+            let which = debouncer.take_due(now);
+            engine.process(&which);
+            if let Some(code) = act_on_child(&mut engine, &mut supervisor).await {
+                return Ok(code);
+            }
         }
     }
     Ok(0)

@@ -96,4 +96,11 @@ pub trait Backend: Send + Sync {
     fn has_catalog(&self) -> bool {
         false
     }
+
+    /// Whether `key` holds a secret (a Kubernetes Secret, say): its value must
+    /// never reach a log line or a diff.
+    fn is_secret(&self, key: &str) -> bool {
+        let _ = key;
+        false
+    }
 }

@@ -1,41 +1,100 @@
-//! Kubernetes backend (in progress).
+//! Kubernetes backend for sidekick: keys from ConfigMaps and Secrets, and the
+//! service catalog from Services and their EndpointSlices, all kept current by
+//! watches.
+//!
+//! Key layout, in the one namespace sidekick runs against:
+//!
+//! - `/configmaps/<name>/<key>`: ConfigMap `data` (and `binaryData` that is UTF-8);
+//! - `/secrets/<name>/<key>`: Secret `data`, base64-decoded; values that are not
+//!   UTF-8 are left out (and named, never shown, in a warning).
+//!
+//! The interest's prefixes decide what is watched: `/configmaps/app/...` opens
+//! one watch on ConfigMap `app` alone (field selector `metadata.name=app`), while
+//! `/configmaps` or `/` watches every ConfigMap of the namespace. Each object is
+//! watched once however many prefixes point into it.
+//!
+//! Each watch is kube-runtime's [`watcher`](kube::runtime::watcher()) (list, then
+//! watch from the list's resourceVersion, bookmarks, relist on `410 Gone`,
+//! exponential backoff). All watches are polled inside the one stream that
+//! [`Backend::watch`] returns: nothing is spawned, so dropping the stream closes
+//! every watch. The stream reports a change only when the key tree or the
+//! catalog really differ from what it reported last, so a relist that finds
+//! nothing new causes no re-render.
+//!
+//! See `docs/backends.md` for the layout, the catalog mapping and RBAC.
+
+mod catalog;
+mod connect;
+mod error;
+mod layout;
+mod watch;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use sidekick_backend::{Backend, BackendError, Interest, Snapshot};
+use sidekick_backend::{Backend, BackendError, Interest, Snapshot, UpdateStream};
+
+/// Name used in logs and errors.
+pub(crate) const NAME: &str = "kubernetes";
 
 /// Settings the binary passes in.
 #[derive(Debug, Clone, Default)]
 pub struct KubernetesConfig {
-    /// kubeconfig file; `None`: in-cluster config, then `KUBECONFIG`.
+    /// kubeconfig file. `None`: the in-cluster config (service-account token
+    /// and CA) when running in a pod, else `KUBECONFIG` or `~/.kube/config`.
     pub kubeconfig: Option<PathBuf>,
-    /// Namespace; `None`: the pod's own.
+    /// Namespace to read. `None`: the pod's own namespace in a cluster, else
+    /// the kubeconfig context's (`default` when it names none).
     pub namespace: Option<String>,
 }
 
-/// Reads ConfigMaps, Secrets and Service endpoints.
-pub struct KubernetesBackend;
+/// Reads ConfigMaps, Secrets and Service endpoints from one namespace.
+///
+/// [`KubernetesBackend::new`] checks the settings and reads the kubeconfig; the
+/// client itself is built on first use, inside the async runtime.
+pub struct KubernetesBackend {
+    shared: Arc<connect::Shared>,
+}
 
 impl KubernetesBackend {
-    /// Checks the settings.
+    /// Checks the settings: the kubeconfig must parse, or the in-cluster
+    /// service-account files must be there. Nothing is contacted yet.
     pub fn new(config: KubernetesConfig) -> Result<KubernetesBackend, BackendError> {
-        let _ = config;
-        Err(BackendError::Config {
-            backend: "kubernetes",
-            message: "not built yet".into(),
+        let shared = connect::Shared::new(config)?;
+        Ok(KubernetesBackend {
+            shared: Arc::new(shared),
         })
     }
 }
 
 impl Backend for KubernetesBackend {
     fn name(&self) -> &'static str {
-        "kubernetes"
+        NAME
     }
-    fn load<'a>(
-        &'a self,
-        _interest: &'a Interest,
-    ) -> BoxFuture<'a, Result<Snapshot, BackendError>> {
-        Box::pin(async { Ok(Snapshot::default()) })
+
+    fn load<'a>(&'a self, interest: &'a Interest) -> BoxFuture<'a, Result<Snapshot, BackendError>> {
+        Box::pin(watch::load(&self.shared, interest))
     }
+
+    fn watch(&self, interest: &Interest) -> Option<UpdateStream> {
+        Some(watch::stream(Arc::clone(&self.shared), interest.clone()))
+    }
+
+    fn has_catalog(&self) -> bool {
+        true
+    }
+
+    /// Everything under `/secrets` comes from a Secret.
+    fn is_secret(&self, key: &str) -> bool {
+        sidekick_backend::is_under(key, "/secrets")
+    }
+}
+
+/// Re-exports for the workspace's end-to-end tests, which create objects in a
+/// real cluster and cannot name these crates themselves. Not part of the API.
+#[doc(hidden)]
+pub mod __private {
+    pub use k8s_openapi;
+    pub use kube;
 }

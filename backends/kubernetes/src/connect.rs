@@ -1,0 +1,138 @@
+//! Where the API server is and how to talk to it: `--kubeconfig`, else the
+//! in-cluster service account, else `KUBECONFIG` / `~/.kube/config`; and the
+//! client, built on first use because it needs the async runtime.
+
+use std::sync::Arc;
+
+use futures::FutureExt;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use sidekick_backend::BackendError;
+use tokio::sync::OnceCell;
+
+use crate::watch::WarnOnce;
+use crate::{KubernetesConfig, NAME};
+
+/// A client and the namespace it reads.
+#[derive(Clone)]
+pub(crate) struct Connection {
+    pub client: Client,
+    pub namespace: String,
+    /// The API server's URL, for messages.
+    pub server: String,
+}
+
+/// Settings resolved as far as can be done without a runtime.
+enum Source {
+    /// A complete client configuration (in-cluster, or a kubeconfig whose
+    /// loading finished at once).
+    Ready(Box<Config>),
+    /// A kubeconfig whose loading has to be awaited.
+    Kubeconfig(Box<Kubeconfig>),
+}
+
+/// What the backend and its watch streams share. Holds credentials: no `Debug`.
+pub(crate) struct Shared {
+    source: Source,
+    /// `--namespace`, when given.
+    namespace: Option<String>,
+    /// Where the settings came from, for messages.
+    origin: String,
+    connection: OnceCell<Connection>,
+    /// Warnings given once per process (prefixes outside the layout, binary values).
+    pub(crate) warned: Arc<WarnOnce>,
+}
+
+impl Shared {
+    /// Reads and checks the settings; contacts nothing.
+    pub(crate) fn new(config: KubernetesConfig) -> Result<Shared, BackendError> {
+        if let Some(ns) = &config.namespace {
+            if ns.is_empty() {
+                return Err(config_error("--namespace is empty".into()));
+            }
+        }
+        let (kubeconfig, origin) = match &config.kubeconfig {
+            Some(path) => {
+                let kc = Kubeconfig::read_from(path).map_err(|e| {
+                    config_error(format!("cannot load kubeconfig {}: {e}", path.display()))
+                })?;
+                (kc, format!("kubeconfig {}", path.display()))
+            }
+            None if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() => {
+                let c = Config::incluster().map_err(|e| {
+                    config_error(format!("cannot load the in-cluster configuration: {e}"))
+                })?;
+                tracing::debug!(server = %c.cluster_url, "using the in-cluster service account");
+                return Ok(Shared {
+                    source: Source::Ready(Box::new(c)),
+                    namespace: config.namespace,
+                    origin: "in-cluster service account".into(),
+                    connection: OnceCell::new(),
+                    warned: Arc::default(),
+                });
+            }
+            None => {
+                let kc = Kubeconfig::read().map_err(|e| {
+                    config_error(format!(
+                        "not in a cluster (KUBERNETES_SERVICE_HOST is unset) and no usable \
+                         kubeconfig (--kubeconfig, KUBECONFIG, ~/.kube/config): {e}"
+                    ))
+                })?;
+                (kc, "KUBECONFIG or ~/.kube/config".to_string())
+            }
+        };
+        // Loading a parsed kubeconfig does no I/O today, so it finishes on the
+        // first poll and its errors show at start-up; should a later kube make
+        // it wait for something, it is awaited on first use instead.
+        let options = KubeConfigOptions::default();
+        let source =
+            match Config::from_custom_kubeconfig(kubeconfig.clone(), &options).now_or_never() {
+                Some(Ok(c)) => Source::Ready(Box::new(c)),
+                Some(Err(e)) => return Err(config_error(format!("{origin}: {e}"))),
+                None => Source::Kubeconfig(Box::new(kubeconfig)),
+            };
+        Ok(Shared {
+            source,
+            namespace: config.namespace,
+            origin,
+            connection: OnceCell::new(),
+            warned: Arc::default(),
+        })
+    }
+
+    /// The client, built on the first call.
+    pub(crate) async fn connection(&self) -> Result<&Connection, BackendError> {
+        self.connection.get_or_try_init(|| self.connect()).await
+    }
+
+    async fn connect(&self) -> Result<Connection, BackendError> {
+        let config = match &self.source {
+            Source::Ready(c) => (**c).clone(),
+            Source::Kubeconfig(kc) => {
+                Config::from_custom_kubeconfig((**kc).clone(), &KubeConfigOptions::default())
+                    .await
+                    .map_err(|e| config_error(format!("{}: {e}", self.origin)))?
+            }
+        };
+        let namespace = self
+            .namespace
+            .clone()
+            .unwrap_or_else(|| config.default_namespace.clone());
+        let server = config.cluster_url.to_string();
+        let client = Client::try_from(config)
+            .map_err(|e| config_error(format!("{}: cannot build a client: {e}", self.origin)))?;
+        tracing::info!(backend = NAME, server, namespace, "kubernetes client ready");
+        Ok(Connection {
+            client,
+            namespace,
+            server,
+        })
+    }
+}
+
+fn config_error(message: String) -> BackendError {
+    BackendError::Config {
+        backend: NAME,
+        message,
+    }
+}

@@ -120,7 +120,8 @@ fn find_process(name: &str) -> Result<Vec<i32>, ReloadError> {
             continue;
         };
         // A process may exit while we look: skip what we cannot read.
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+        // comm may be cut mid-character by the kernel: compare bytes.
+        let Ok(stat) = std::fs::read(entry.path().join("stat")) else {
             continue;
         };
         let Some((comm, ppid)) = parse_stat(&stat) else {
@@ -136,7 +137,8 @@ fn find_process(name: &str) -> Result<Vec<i32>, ReloadError> {
             .unwrap_or_default();
         let base = argv0.rsplit('/').next().unwrap_or("");
         // The kernel truncates comm to 15 bytes.
-        let comm_match = comm == name || (name.len() > 15 && comm == name[..15]);
+        let comm_match =
+            comm == name.as_bytes() || (name.len() > 15 && comm == &name.as_bytes()[..15]);
         let matches = pid != me && (comm_match || base == name);
         procs.push(ProcInfo { pid, ppid, matches });
     }
@@ -152,14 +154,16 @@ fn find_process(name: &str) -> Result<Vec<i32>, ReloadError> {
     Ok(top)
 }
 
-/// `(comm, ppid)` from /proc/PID/stat; comm may hold spaces and parentheses.
-fn parse_stat(stat: &str) -> Option<(String, i32)> {
-    let open = stat.find('(')?;
-    let close = stat.rfind(')')?;
-    let comm = stat.get(open + 1..close)?.to_string();
-    let mut rest = stat.get(close + 2..)?.split(' ');
-    let _state = rest.next()?;
-    let ppid = rest.next()?.parse().ok()?;
+/// `(comm, ppid)` from /proc/PID/stat; comm may hold spaces, parentheses and
+/// (cut by the kernel) half a UTF-8 character.
+fn parse_stat(stat: &[u8]) -> Option<(&[u8], i32)> {
+    let open = stat.iter().position(|&b| b == b'(')?;
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let comm = stat.get(open + 1..close)?;
+    let rest = std::str::from_utf8(stat.get(close + 2..)?).ok()?;
+    let mut fields = rest.split(' ');
+    let _state = fields.next()?;
+    let ppid = fields.next()?.parse().ok()?;
     Some((comm, ppid))
 }
 
@@ -180,8 +184,8 @@ mod tests {
     #[test]
     fn stat_with_odd_comm() {
         assert_eq!(
-            parse_stat("42 (my (odd) prog) S 7 42 42 0"),
-            Some(("my (odd) prog".to_string(), 7))
+            parse_stat(b"42 (my (odd) prog) S 7 42 42 0"),
+            Some((&b"my (odd) prog"[..], 7))
         );
     }
 

@@ -500,11 +500,27 @@ pub(crate) async fn run(
         );
     }
 
+    // Under exec, our handlers for the forwarded signals go in before anything
+    // slow happens, so an early SIGHUP cannot kill us by its default action.
+    let mut supervisor = match &exec {
+        Some(spec) => Some(Supervisor::new(
+            spec.argv.clone(),
+            spec.group,
+            spec.kill_timeout,
+        )?),
+        None => None,
+    };
+
     // First load: retry until the backend answers; nothing is written before.
+    // A SIGINT/SIGTERM meanwhile stops sidekick (no child started yet).
     let mut backoff = Backoff::new();
     let mut logged_down = false;
     loop {
-        match backend.load(&interest).await {
+        let loaded = tokio::select! {
+            loaded = backend.load(&interest) => loaded,
+            _ = shutdown.recv() => return Ok(0),
+        };
+        match loaded {
             Ok(snapshot) => {
                 engine.replace(snapshot);
                 break;
@@ -528,24 +544,19 @@ pub(crate) async fn run(
     let first = engine.process_all();
     engine.child_actions.clear(); // the child starts with the files as they are now
 
-    let mut supervisor = match exec {
-        Some(spec) => {
-            if first.failed > 0 && mode == Mode::Normal {
-                anyhow::bail!(
-                    "not starting {:?}: {} resource(s) failed to render (see above)",
-                    spec.argv.join(" "),
-                    first.failed
-                );
-            }
-            let mut sup = Supervisor::new(spec.argv, spec.group, spec.kill_timeout)?;
-            if let Err(e) = sup.start() {
-                eprintln!("sidekick: error: {e}");
-                return Ok(EXIT_CANNOT_START);
-            }
-            Some(sup)
+    if let (Some(spec), Some(sup)) = (&exec, supervisor.as_mut()) {
+        if first.failed > 0 && mode == Mode::Normal {
+            anyhow::bail!(
+                "not starting {:?}: {} resource(s) failed to render (see above)",
+                spec.argv.join(" "),
+                first.failed
+            );
         }
-        None => None,
-    };
+        if let Err(e) = sup.start() {
+            eprintln!("sidekick: error: {e}");
+            return Ok(EXIT_CANNOT_START);
+        }
+    }
 
     let mut stream: Option<UpdateStream> = if watch && !onetime {
         let s = backend.watch(&interest);

@@ -57,6 +57,10 @@ pub(crate) struct Supervisor {
     group: bool,
     kill_timeout: Duration,
     child: Option<Pid>,
+    /// Set once the child is being stopped: SIGKILL is due at this instant.
+    /// Kept here so a cancelled `next()` resumes the stop instead of losing it.
+    stopping: Option<tokio::time::Instant>,
+    killed: bool,
     sigchld: tokio::signal::unix::Signal,
     forwarded: Vec<(Signal, tokio::signal::unix::Signal)>,
 }
@@ -85,6 +89,8 @@ impl Supervisor {
             group,
             kill_timeout,
             child: None,
+            stopping: None,
+            killed: false,
             sigchld,
             forwarded,
         })
@@ -143,6 +149,9 @@ impl Supervisor {
     /// signal (after which the child is stopped too). Other signals are
     /// forwarded on the way.
     pub async fn next(&mut self) -> Event {
+        if self.stopping.is_some() {
+            return Event::Stopped(self.wait_or_kill().await);
+        }
         loop {
             if let Some(code) = self.reap() {
                 return Event::Exited(code);
@@ -166,6 +175,7 @@ impl Supervisor {
                 tracing::error!("{e}");
             }
             if matches!(sig, Signal::SIGTERM | Signal::SIGINT) {
+                self.stopping = Some(tokio::time::Instant::now() + self.kill_timeout);
                 return Event::Stopped(self.wait_or_kill().await);
             }
         }
@@ -177,6 +187,7 @@ impl Supervisor {
         if let Err(e) = self.signal(sig) {
             tracing::error!("{e}");
         }
+        self.stopping = Some(tokio::time::Instant::now() + self.kill_timeout);
         self.wait_or_kill().await
     }
 
@@ -187,31 +198,32 @@ impl Supervisor {
         self.start()
     }
 
+    /// Waits for the child to exit; SIGKILL once the stop deadline passed.
+    /// Cancel-safe: the deadline and whether SIGKILL went out live in `self`.
     async fn wait_or_kill(&mut self) -> i32 {
-        let deadline = tokio::time::Instant::now() + self.kill_timeout;
         loop {
             if let Some(code) = self.reap() {
+                self.stopping = None;
+                self.killed = false;
                 return code;
             }
+            let deadline = self.stopping.unwrap_or_else(tokio::time::Instant::now);
+            if !self.killed && tokio::time::Instant::now() >= deadline {
+                tracing::warn!(timeout = ?self.kill_timeout, "child did not stop in time, sending SIGKILL");
+                if let Err(e) = self.signal(Signal::SIGKILL) {
+                    tracing::error!("{e}");
+                }
+                self.killed = true;
+            }
+            let wake = if self.killed {
+                tokio::time::Instant::now() + Duration::from_millis(50)
+            } else {
+                deadline.min(tokio::time::Instant::now() + Duration::from_millis(50))
+            };
             tokio::select! {
                 _ = self.sigchld.recv() => {}
                 // SIGCHLD can coalesce; a short tick makes sure we look again.
-                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-                _ = tokio::time::sleep_until(deadline) => {
-                    tracing::warn!(timeout = ?self.kill_timeout, "child did not stop in time, sending SIGKILL");
-                    if let Err(e) = self.signal(Signal::SIGKILL) {
-                        tracing::error!("{e}");
-                    }
-                    loop {
-                        if let Some(code) = self.reap() {
-                            return code;
-                        }
-                        tokio::select! {
-                            _ = self.sigchld.recv() => {}
-                            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-                        }
-                    }
-                }
+                _ = tokio::time::sleep_until(wake) => {}
             }
         }
     }

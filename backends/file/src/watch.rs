@@ -25,10 +25,10 @@ use crate::{Config, SourceKind, NAME};
 
 /// Quiet time after an event before re-reading, so one save (several events) is
 /// one re-read. Small, so a save re-renders at once.
-const QUIET: Duration = Duration::from_millis(20);
+const QUIET: Duration = Duration::from_millis(3);
 
 /// Longest a burst of events may postpone the re-read.
-const MAX_BURST: Duration = Duration::from_millis(250);
+const MAX_BURST: Duration = Duration::from_millis(50);
 
 /// How often to re-read while some directory cannot be watched (it does not
 /// exist yet, or the watcher could not be created at all).

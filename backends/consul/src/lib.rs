@@ -1,49 +1,139 @@
-//! Consul backend (in progress).
+//! Consul backend for sidekick (`--backend consul`).
+//!
+//! Keys come from Consul's KV store: each key prefix of the resources is read
+//! with `GET /v1/kv/<prefix>?recurse` (Consul keys have no leading slash, so
+//! the key tree's `/myapp/db` is Consul's `myapp/db`; `/` reads everything),
+//! values are base64-decoded and folders (`a/b/` without a value) are left
+//! out. The service catalog (the `services()` and `service()` template
+//! functions) comes from `GET /v1/catalog/services` and, for each service,
+//! `GET /v1/health/service/<name>`. That call is made *without* `?passing`:
+//! every instance is fetched and marked `healthy` when all its checks pass
+//! (what `?passing` would keep), so `service(name="web")` (passing defaults to
+//! true) lists the healthy ones and `service(name="web", passing=false)` all of
+//! them. An instance's address is the service's, or its node's when the
+//! service has none.
+//!
+//! A watch keeps one blocking query (`?index=<X-Consul-Index>&wait=5m`) per
+//! prefix, one on the service list and one per service, and merges what they
+//! return into one stream of batches; see the `watch` module for Consul's
+//! index rules, the rate limit and the backoff. A watch started right after a
+//! load resumes from the indexes that load saw, so nothing in between is lost
+//! and nothing is read twice.
+//!
+//! ACL tokens go in the `X-Consul-Token` header and never reach a log line or
+//! an error; a 403 names the path and says the token was refused. TLS (CA,
+//! client certificate and key) uses rustls, so no OpenSSL is linked.
+//! `--datacenter` becomes `?dc=` on every read.
 
-use std::path::PathBuf;
+mod client;
+mod config;
+mod watch;
+
+use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::future::BoxFuture;
-use sidekick_backend::{Backend, BackendError, Interest, Snapshot};
+use futures::FutureExt;
+use sidekick_backend::{Backend, BackendError, Interest, Snapshot, UpdateStream};
 
-/// Settings the binary passes in.
-#[derive(Debug, Clone, Default)]
-pub struct ConsulConfig {
-    /// Agent addresses (`http://127.0.0.1:8500`); the first that answers is used.
-    pub nodes: Vec<String>,
-    /// ACL token, sent as `X-Consul-Token`; never logged.
-    pub token: Option<String>,
-    /// Datacenter to query (`?dc=`).
-    pub datacenter: Option<String>,
-    /// CA certificate(s) to verify the agent with.
-    pub ca_file: Option<PathBuf>,
-    /// Client certificate for mutual TLS.
-    pub cert_file: Option<PathBuf>,
-    /// Client key for mutual TLS.
-    pub key_file: Option<PathBuf>,
+pub use config::{ConsulConfig, Timing, DEFAULT_NODE};
+
+use client::Api;
+use watch::{Listing, Watcher};
+
+/// The backend's name in logs and errors, and for `--backend`.
+pub const NAME: &str = "consul";
+
+/// Reads Consul KV and the service catalog, and watches both with blocking
+/// queries.
+///
+/// Cheap to share: one HTTP client (with its connection pool) serves every
+/// load and watch.
+pub struct ConsulBackend {
+    api: Arc<Api>,
+    /// What the last load read, with its indexes, so that a watch on the same
+    /// interest starts blocking from there.
+    last_load: Mutex<Option<(Interest, Listing)>>,
 }
 
-/// Reads Consul KV and the service catalog.
-pub struct ConsulBackend;
-
 impl ConsulBackend {
-    /// Checks the settings.
+    /// Checks the settings (node addresses, token characters, TLS files
+    /// readable PEM, cert and key paired) with the default [`Timing`].
+    /// Nothing connects yet.
     pub fn new(config: ConsulConfig) -> Result<ConsulBackend, BackendError> {
-        let _ = config;
-        Err(BackendError::Config {
-            backend: "consul",
-            message: "not built yet".into(),
+        Self::with_timing(config, Timing::default())
+    }
+
+    /// Like [`ConsulBackend::new`], with other timeouts, blocking-query wait,
+    /// rate limit and backoff (tests and benchmarks use short ones).
+    pub fn with_timing(
+        config: ConsulConfig,
+        timing: Timing,
+    ) -> Result<ConsulBackend, BackendError> {
+        let resolved = config::Resolved::new(&config, timing)?;
+        Ok(ConsulBackend {
+            api: Arc::new(Api::new(resolved)),
+            last_load: Mutex::new(None),
         })
+    }
+
+    /// The agent addresses, as used in logs.
+    pub fn nodes(&self) -> String {
+        self.api.label()
     }
 }
 
 impl Backend for ConsulBackend {
     fn name(&self) -> &'static str {
-        "consul"
+        NAME
     }
-    fn load<'a>(
-        &'a self,
-        _interest: &'a Interest,
-    ) -> BoxFuture<'a, Result<Snapshot, BackendError>> {
-        Box::pin(async { Ok(Snapshot::default()) })
+
+    /// Reads every prefix (and with `interest.services` the catalog) once.
+    /// An agent that cannot be reached fails within the connect timeout with
+    /// [`BackendError::Unavailable`] naming the address.
+    fn load<'a>(&'a self, interest: &'a Interest) -> BoxFuture<'a, Result<Snapshot, BackendError>> {
+        async move {
+            let listing = watch::list(&self.api, interest).await?;
+            let snapshot = listing.snapshot();
+            tracing::debug!(
+                backend = NAME,
+                node = %self.api.label(),
+                keys = snapshot.keys.len(),
+                services = listing.health.len(),
+                "loaded"
+            );
+            *self
+                .last_load
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some((interest.clone(), listing));
+            Ok(snapshot)
+        }
+        .boxed()
+    }
+
+    /// One stream for the whole interest. Started right after a load of the
+    /// same interest it blocks from that load's indexes; otherwise it reads
+    /// everything first and sends it as one [`Update::Snapshot`](sidekick_backend::Update).
+    /// Dropping the stream cancels every query in flight.
+    fn watch(&self, interest: &Interest) -> Option<UpdateStream> {
+        let last = self
+            .last_load
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let watcher = match last {
+            Some((loaded, listing)) if &loaded == interest => {
+                Watcher::resume(Arc::clone(&self.api), interest.clone(), listing)
+            }
+            _ => Watcher::new(Arc::clone(&self.api), interest.clone()),
+        };
+        let stream = futures::stream::unfold(watcher, |mut watcher| async move {
+            let item = watcher.next_item().await;
+            Some((item, watcher))
+        });
+        Some(futures::StreamExt::boxed(stream))
+    }
+
+    fn has_catalog(&self) -> bool {
+        true
     }
 }

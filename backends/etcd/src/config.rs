@@ -11,7 +11,7 @@ use sidekick_backend::BackendError;
 
 use crate::NAME;
 
-/// The endpoint used when none is given, as in confd.
+/// The endpoint used when none is given, as in confd (https when TLS files are given).
 pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:2379";
 
 /// Largest gRPC message accepted from etcd: a ranged read of a big prefix
@@ -56,8 +56,9 @@ impl fmt::Debug for EtcdConfig {
 /// Timeouts and retry pacing. The defaults suit production; tests shorten them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timing {
-    /// Limit on opening a TCP (and TLS) connection to one endpoint, so that
-    /// `--onetime` against a dead etcd fails within seconds.
+    /// Limit on opening a TCP (and TLS) connection to one endpoint; a new
+    /// client must also have its first answer within this plus one second, so
+    /// that `--onetime` against a dead or silent etcd fails within seconds.
     pub connect_timeout: Duration,
     /// Limit on one request (authenticate, a ranged read, opening the watch).
     pub request_timeout: Duration,
@@ -98,18 +99,29 @@ impl Resolved {
         let mut endpoints: Vec<String> = config
             .endpoints
             .iter()
-            .map(|e| e.trim().trim_end_matches('/').to_string())
+            .map(|e| {
+                let e = e.trim();
+                // One trailing slash is harmless (`http://h:2379/`).
+                match e.strip_suffix('/') {
+                    Some(stripped) if !stripped.ends_with('/') => stripped.to_string(),
+                    _ => e.to_string(),
+                }
+            })
             .filter(|e| !e.is_empty())
             .collect();
-        if endpoints.is_empty() {
-            endpoints.push(DEFAULT_ENDPOINT.to_string());
-        }
 
         let has_tls_files = config.client_cert.is_some()
             || config.client_key.is_some()
             || config.client_ca_keys.is_some();
         let any_https = endpoints.iter().any(|e| e.starts_with("https://"));
         let use_tls = has_tls_files || any_https;
+        if endpoints.is_empty() {
+            let default = match use_tls {
+                true => DEFAULT_ENDPOINT.replacen("http://", "https://", 1),
+                false => DEFAULT_ENDPOINT.to_string(),
+            };
+            endpoints.push(default);
+        }
         for endpoint in endpoints.iter_mut() {
             check_endpoint(endpoint, use_tls)?;
             if !endpoint.contains("://") {
@@ -155,7 +167,10 @@ impl Resolved {
         let mut options = ConnectOptions::new()
             .with_connect_timeout(self.timing.connect_timeout)
             .with_keep_alive(self.timing.keep_alive, self.timing.connect_timeout * 5)
-            .with_keep_alive_while_idle(false);
+            .with_keep_alive_while_idle(false)
+            // A member cut off from its cluster's leader refuses requests and
+            // ends watches, so the client moves on instead of going stale.
+            .with_require_leader(true);
         if let Some((user, password)) = &self.user {
             options = options
                 .with_user(user.clone(), password.clone())
@@ -219,14 +234,10 @@ fn tls_options(config: &EtcdConfig, endpoints: &[String]) -> Result<TlsOptions, 
         }
         (None, None) => {}
         (Some(_), None) => {
-            return Err(config_error(
-                "--client-cert needs --client-key".to_string(),
-            ))
+            return Err(config_error("--client-cert needs --client-key".to_string()))
         }
         (None, Some(_)) => {
-            return Err(config_error(
-                "--client-key needs --client-cert".to_string(),
-            ))
+            return Err(config_error("--client-key needs --client-cert".to_string()))
         }
     }
     Ok(tls)
@@ -234,9 +245,8 @@ fn tls_options(config: &EtcdConfig, endpoints: &[String]) -> Result<TlsOptions, 
 
 /// Reads a PEM file, checking that it holds at least one PEM block.
 fn read_pem(path: &Path, what: &str) -> Result<Vec<u8>, BackendError> {
-    let bytes = std::fs::read(path).map_err(|e| {
-        config_error(format!("cannot read {what} {}: {e}", path.display()))
-    })?;
+    let bytes = std::fs::read(path)
+        .map_err(|e| config_error(format!("cannot read {what} {}: {e}", path.display())))?;
     if !bytes.windows(11).any(|w| w == b"-----BEGIN ") {
         return Err(config_error(format!(
             "{what} {} is not a PEM file (no -----BEGIN line)",
@@ -270,7 +280,10 @@ mod tests {
             ..Default::default()
         })
         .unwrap();
-        assert_eq!(r.endpoints, ["http://10.0.0.1:2379", "http://10.0.0.2:2379"]);
+        assert_eq!(
+            r.endpoints,
+            ["http://10.0.0.1:2379", "http://10.0.0.2:2379"]
+        );
         assert_eq!(r.label, "http://10.0.0.1:2379,http://10.0.0.2:2379");
         assert!(r.tls.is_none());
     }
@@ -304,8 +317,11 @@ mod tests {
     fn tls_files_are_checked() {
         let dir = tempfile::tempdir().unwrap();
         let ca = dir.path().join("ca.pem");
-        std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
-            .unwrap();
+        std::fs::write(
+            &ca,
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
         let not_pem = dir.path().join("x.pem");
         std::fs::write(&not_pem, "hello").unwrap();
 

@@ -29,6 +29,13 @@ pub struct ServerTls {
     pub client_ca: Option<PathBuf>,
 }
 
+/// Why etcd did not come up.
+struct StartError {
+    /// It exited (a port was taken, say) rather than hanging.
+    exited: bool,
+    message: String,
+}
+
 /// A running etcd, killed when dropped.
 pub struct Etcd {
     child: Option<Child>,
@@ -96,8 +103,21 @@ impl Etcd {
             metrics_port: free_port(),
             tls,
         };
-        etcd.spawn();
-        Some(etcd)
+        // A port picked as free may be taken by someone else before etcd binds
+        // it: then etcd exits at once, and it is tried on fresh ports.
+        for attempt in 1..=3 {
+            match etcd.spawn() {
+                Ok(()) => return Some(etcd),
+                Err(e) if attempt < 3 && e.exited => {
+                    eprintln!("etcd did not start ({}); trying other ports", e.message);
+                    etcd.client_port = free_port();
+                    etcd.peer_port = free_port();
+                    etcd.metrics_port = free_port();
+                }
+                Err(e) => panic!("{}", e.message),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
     }
 
     /// The client URL (`http://127.0.0.1:PORT` or `https://...`).
@@ -121,7 +141,7 @@ impl Etcd {
         self.child.as_ref().map(Child::id)
     }
 
-    fn spawn(&mut self) {
+    fn spawn(&mut self) -> Result<(), StartError> {
         let bin = etcd_binary().expect("etcd binary");
         let url = self.url();
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
@@ -158,27 +178,35 @@ impl Etcd {
             }
         }
         self.child = Some(cmd.spawn().expect("start etcd"));
-        self.wait_healthy();
+        self.wait_healthy()
     }
 
-    fn wait_healthy(&mut self) {
+    fn wait_healthy(&mut self) -> Result<(), StartError> {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Ok((200, body)) = http(self.metrics_port, "GET", "/health", "") {
                 if body.contains("true") {
-                    return;
+                    return Ok(());
                 }
             }
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
-                    panic!("etcd exited early ({status}):\n{}", self.log_tail());
+                    self.child = None;
+                    return Err(StartError {
+                        exited: true,
+                        message: format!("etcd exited early ({status}):\n{}", self.log_tail()),
+                    });
                 }
             }
             if Instant::now() > deadline {
-                panic!(
-                    "etcd not healthy after {START_TIMEOUT:?}:\n{}",
-                    self.log_tail()
-                );
+                self.kill();
+                return Err(StartError {
+                    exited: false,
+                    message: format!(
+                        "etcd not healthy after {START_TIMEOUT:?}:\n{}",
+                        self.log_tail()
+                    ),
+                });
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -202,7 +230,9 @@ impl Etcd {
     /// Starts etcd again on the same ports and data dir, and waits for health.
     pub fn restart(&mut self) {
         self.kill();
-        self.spawn();
+        if let Err(e) = self.spawn() {
+            panic!("restart: {}", e.message);
+        }
     }
 
     /// Sets `key` to `value`; returns the new revision. Plain-http etcd only.
@@ -231,6 +261,17 @@ impl Etcd {
     pub fn revision(&self) -> i64 {
         let body = format!(r#"{{"key":"{}"}}"#, base64(b"\0"));
         self.gateway("/v3/kv/range", &body)
+    }
+
+    /// Adds user `root` with `password` and the root role, then turns
+    /// authentication on. Write keys before: the gateway helpers send no token.
+    pub fn enable_auth(&self, password: &str) {
+        self.gateway(
+            "/v3/auth/user/add",
+            &format!(r#"{{"name":"root","password":"{password}"}}"#),
+        );
+        self.gateway("/v3/auth/user/grant", r#"{"user":"root","role":"root"}"#);
+        self.gateway("/v3/auth/enable", "{}");
     }
 
     /// POSTs to the JSON gateway and returns the header revision (0 when absent).

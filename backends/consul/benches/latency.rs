@@ -1,0 +1,300 @@
+//! Change-to-file latency and idle CPU of `sidekick --backend consul --watch`
+//! against the in-process fake agent (`tests/support/server.rs`).
+//!
+//! Run from the repository root:
+//!
+//! ```text
+//! cargo build --release
+//! cargo bench -p sidekick-backend-consul
+//! ```
+//!
+//! It spawns the release binary (`target/release/sidekick`, or `$SIDEKICK_BIN`)
+//! and measures, for each change, the time from just before the HTTP PUT to
+//! the moment the rendered file holds the new value; in the same run it
+//! measures the fake's own PUT round trip, so the difference is what sidekick
+//! adds. Then it leaves the process idle and reads its CPU ticks
+//! (`/proc/<pid>/stat` utime + stime).
+//!
+//! Knobs (environment): `SIDEKICK_BENCH_CHANGES` (KV changes, default 200),
+//! `SIDEKICK_BENCH_HEALTH_CHANGES` (check flips, default 100),
+//! `SIDEKICK_BENCH_GAP_MS` (pause between changes, default 150: more than the
+//! backend's 100 ms re-query interval, so each change meets an idle watch),
+//! `SIDEKICK_BENCH_IDLE_SECS` (idle window, default 60), `SIDEKICK_BENCH_LOG`
+//! (sidekick's `--log-level`, default warn), `SIDEKICK_BENCH_DIR`
+//! (where the confdir and rendered files go, default the system temp dir; the
+//! pipeline fsyncs every file, so the disk's share is measured and printed
+//! too; `/dev/shm` leaves it out).
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{Consul, Instance};
+
+fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("SIDEKICK_BIN") {
+        return PathBuf::from(p);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"),
+        PathBuf::from,
+    );
+    target.join("release/sidekick")
+}
+
+/// Waits (polling every 50 µs) until `path` satisfies `pred`; returns when.
+/// Exits if sidekick is gone or after 10 s.
+fn wait_file(child: &mut Child, path: &Path, what: &str, pred: impl Fn(&str) -> bool) -> Instant {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            if pred(&text) {
+                return Instant::now();
+            }
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            eprintln!("sidekick exited ({status}) while waiting for {what}");
+            std::process::exit(1);
+        }
+        if Instant::now() > deadline {
+            eprintln!("timed out waiting for {what}");
+            let _ = child.kill();
+            let _ = child.wait();
+            std::process::exit(1);
+        }
+        std::thread::sleep(Duration::from_micros(50));
+    }
+}
+
+fn stats(name: &str, mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    let n = v.len();
+    let median = v[n / 2];
+    let p99 = v[((n * 99) / 100).min(n - 1)];
+    println!(
+        "{name:<34} n={n:<4} median {:>8.3} ms   p99 {:>8.3} ms   max {:>8.3} ms",
+        ms(median),
+        ms(p99),
+        ms(v[n - 1])
+    );
+    median
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// utime + stime of `pid`, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc stat");
+    // Fields after the `(comm)`, which may contain spaces.
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line; 12 and 13 here.
+    fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
+}
+
+/// What the safe-write pipeline pays the filesystem per file: write a stage
+/// file, fsync it, rename it over the destination.
+fn disk_writes(dir: &Path, n: usize) -> Vec<Duration> {
+    use std::io::Write as _;
+    (0..n)
+        .map(|i| {
+            let stage = dir.join(".disk-probe.stage");
+            let t0 = Instant::now();
+            let mut f = std::fs::File::create(&stage).expect("stage file");
+            f.write_all(format!("v{i}\n").as_bytes()).expect("write");
+            f.sync_all().expect("fsync");
+            drop(f);
+            std::fs::rename(&stage, dir.join("disk-probe")).expect("rename");
+            t0.elapsed()
+        })
+        .collect()
+}
+
+struct Sidekick(Child);
+
+impl Drop for Sidekick {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; a filter argument is not supported.
+    let bin = binary();
+    if !bin.is_file() {
+        eprintln!(
+            "{} not found: build it first with `cargo build --release` (or set SIDEKICK_BIN)",
+            bin.display()
+        );
+        std::process::exit(1);
+    }
+    let changes = env_num("SIDEKICK_BENCH_CHANGES", 200).max(1);
+    let health_changes = env_num("SIDEKICK_BENCH_HEALTH_CHANGES", 100);
+    let gap = Duration::from_millis(env_num("SIDEKICK_BENCH_GAP_MS", 150));
+    let idle = Duration::from_secs(env_num("SIDEKICK_BENCH_IDLE_SECS", 60));
+
+    let consul = Consul::start();
+    let p = consul.prefix();
+    consul.put(&format!("{p}/bench/value"), "init");
+    let web1 = Instance::new("web", "web-1", "10.0.0.1", 8080);
+    let mut web2 = Instance::new("web", "web-2", "10.0.0.2", 8080);
+    consul.register(&web1);
+    consul.register(&web2);
+
+    let dir = match std::env::var_os("SIDEKICK_BENCH_DIR") {
+        Some(base) => tempfile::tempdir_in(base),
+        None => tempfile::tempdir(),
+    }
+    .expect("temp dir");
+    let root = dir.path();
+    let out = root.join("out");
+    std::fs::create_dir_all(root.join("conf.d")).expect("conf.d");
+    std::fs::create_dir_all(root.join("templates")).expect("templates");
+    std::fs::create_dir_all(&out).expect("out");
+    std::fs::write(
+        root.join("templates/value.tmpl"),
+        "{{ getv(key=\"/bench/value\") }}\n",
+    )
+    .expect("template");
+    std::fs::write(
+        root.join("conf.d/value.toml"),
+        format!(
+            "[template]\nsrc = \"value.tmpl\"\ndest = \"{}/value.conf\"\nprefix = \"{p}\"\nkeys = [\"/bench\"]\n",
+            out.display()
+        ),
+    )
+    .expect("resource");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/upstream");
+    std::fs::copy(
+        fixture.join("templates/upstream.conf.tmpl"),
+        root.join("templates/upstream.conf.tmpl"),
+    )
+    .expect("copy the upstream template");
+    let resource = std::fs::read_to_string(fixture.join("conf.d/upstream.toml"))
+        .expect("read the upstream resource")
+        .replace("@OUT@", &out.display().to_string())
+        // Only the catalog is needed; do not read the whole KV store.
+        .replace("keys = [\"/\"]", &format!("keys = [\"{p}/none\"]"));
+    std::fs::write(root.join("conf.d/upstream.toml"), resource).expect("resource");
+
+    println!(
+        "sidekick {} against the fake Consul agent at {} ({changes} KV changes, {health_changes} check flips, {gap:?} apart)",
+        bin.display(),
+        consul.url()
+    );
+    let child = Command::new(&bin)
+        .args([
+            "--backend",
+            "consul",
+            "--node",
+            &consul.url(),
+            "--watch",
+            "--log-level",
+        ])
+        .arg(std::env::var("SIDEKICK_BENCH_LOG").unwrap_or_else(|_| "warn".into()))
+        .arg("--confdir")
+        .arg(root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn sidekick");
+    let mut sidekick = Sidekick(child);
+    let value = out.join("value.conf");
+    let upstream = out.join("upstream.conf");
+    wait_file(&mut sidekick.0, &value, "the first render", |t| {
+        t == "init\n"
+    });
+    wait_file(&mut sidekick.0, &upstream, "the first upstream", |t| {
+        t.contains("10.0.0.2:8080")
+    });
+    std::thread::sleep(gap);
+
+    // KV: PUT -> file.
+    let key = format!("{p}/bench/value");
+    let mut latency = Vec::new();
+    let mut put_rtt = Vec::new();
+    for i in 0..changes {
+        let want = format!("v{i}\n");
+        let t0 = Instant::now();
+        consul.put(&key, &format!("v{i}"));
+        put_rtt.push(t0.elapsed());
+        let seen = wait_file(&mut sidekick.0, &value, "a KV change", |t| t == want);
+        latency.push(seen - t0);
+        std::thread::sleep(gap);
+    }
+    // Health: a check flips -> the upstream gains or loses web-2.
+    let mut health = Vec::new();
+    let mut register_rtt = Vec::new();
+    for i in 0..health_changes {
+        let failing = i % 2 == 0;
+        let t0 = Instant::now();
+        consul.set_status(&mut web2, if failing { "critical" } else { "passing" });
+        register_rtt.push(t0.elapsed());
+        let seen = wait_file(&mut sidekick.0, &upstream, "a health change", |t| {
+            t.contains("10.0.0.2:8080") != failing
+        });
+        health.push(seen - t0);
+        std::thread::sleep(gap);
+    }
+
+    println!();
+    let lat = stats("KV change -> file", latency);
+    let rtt = stats("fake agent PUT round trip", put_rtt);
+    println!(
+        "{:<34} {:>+8.3} ms (median latency - median PUT round trip)",
+        "sidekick's share",
+        ms(lat) - ms(rtt)
+    );
+    if health_changes > 0 {
+        let h = stats("check flip -> upstream file", health);
+        let r = stats("fake catalog/register round trip", register_rtt);
+        println!(
+            "{:<34} {:>+8.3} ms (median latency - median register round trip)",
+            "sidekick's share",
+            ms(h) - ms(r)
+        );
+    }
+
+    let disk = stats("write+fsync+rename in the out dir", disk_writes(&out, 50));
+    println!(
+        "{:<34} {:>+8.3} ms (KV share minus the disk's share: backend + render)",
+        "without the disk",
+        ms(lat) - ms(rtt) - ms(disk)
+    );
+
+    // Idle: nothing changes; the blocking queries just wait.
+    let pid = sidekick.0.id();
+    let reads = || -> u64 {
+        consul.fake("the request count").map_or(0, |f| {
+            ["kv", "services", "health"]
+                .iter()
+                .map(|k| f.reads(k))
+                .sum()
+        })
+    };
+    let reads_before = reads();
+    let before = cpu_ticks(pid);
+    std::thread::sleep(idle);
+    let after = cpu_ticks(pid);
+    let requests = reads() - reads_before;
+    println!();
+    println!(
+        "idle {:?}: {} CPU ticks (utime+stime, 1 tick = 1/100 s on Linux), {requests} requests to the agent",
+        idle,
+        after - before
+    );
+}

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Benchmark of the etcd backend against a local etcd: put -> file latency
+# (median, p99, next to the put's own round trip), idle CPU and RSS of a
+# --watch with 100 keys, and --onetime over 10,000 keys. Needs etcd (Debian's
+# etcd-server). Builds sidekick and the measuring program in release mode.
+#
+#   bash benches/etcd.sh                 # dest files in the system temp dir
+#   BENCH_DIR=/dev/shm bash benches/etcd.sh   # dest files on tmpfs (no disk fsync)
+#   IDLE_SECS=10 CHANGES=200 bash benches/etcd.sh
+#
+# CARGO_FEATURES (default: the binary's default features) picks the backends
+# built into sidekick, e.g. CARGO_FEATURES="--no-default-features --features etcd".
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+command -v etcd >/dev/null 2>&1 || [ -x /usr/bin/etcd ] || {
+  echo "benches/etcd.sh: etcd is not installed (apt-get install etcd-server)" >&2
+  exit 1
+}
+
+# shellcheck disable=SC2086
+cargo build --release --bin sidekick ${CARGO_FEATURES:-}
+# The measuring program needs no LTO: build it apart, so the release
+# profile (and sidekick's release artifacts) stay as they are.
+CARGO_TARGET_DIR=target/bench-tool CARGO_PROFILE_RELEASE_LTO=false \
+  CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
+  cargo build --release -p sidekick-backend-etcd --example bench
+ls -l target/release/sidekick | awk '{print "sidekick release binary: " $5 " bytes"}'
+exec target/bench-tool/release/examples/bench target/release/sidekick

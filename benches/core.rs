@@ -82,10 +82,18 @@ fn bench_onetime(root: &Path, dest: &Path) {
         assert!(status.success(), "sidekick --onetime failed");
     }
     report("--onetime, 10,000-key YAML, write included", &mut times);
-    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN).expect("getrusage");
-    println!("  peak RSS of the --onetime runs: {:.1} MB", usage.max_rss() as f64 / 1024.0);
+    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
+        .expect("getrusage");
+    println!(
+        "  peak RSS of the --onetime runs: {:.1} MB",
+        usage.max_rss() as f64 / 1024.0
+    );
     if let Ok(meta) = std::fs::metadata(bin) {
-        println!("  binary: {} ({:.1} MB)", bin, meta.len() as f64 / 1_048_576.0);
+        println!(
+            "  binary: {} ({:.1} MB)",
+            bin,
+            meta.len() as f64 / 1_048_576.0
+        );
     }
 }
 

@@ -35,7 +35,7 @@ pub fn main() -> ExitCode {
     match real_main(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("sidekick: error: {e:#}");
+            eprintln!("sidekick: error: {}", error_chain(&e));
             ExitCode::from(1)
         }
     }
@@ -127,6 +127,20 @@ fn init_logging(settings: &Settings) -> anyhow::Result<()> {
             .try_init(),
     };
     result.map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
+}
+
+/// The error and its causes on one line, skipping a cause whose text the
+/// message already carries (many errors print their source themselves).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 /// Whether to colour what goes to stdout: a terminal, and `NO_COLOR` unset.

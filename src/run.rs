@@ -255,10 +255,12 @@ impl Engine {
                 .map_err(|e| e.to_string())
                 .and_then(|content| {
                     let backend = &self.backend;
-                    let secret = slot.resource.visible.iter().any(|p| {
-                        backend.is_secret(p)
-                            || self.tree.under(p).any(|(k, _)| backend.is_secret(k))
-                    });
+                    // Only a diff can show values; skip the scan without one.
+                    let secret = self.opts.diff
+                        && slot.resource.visible.iter().any(|p| {
+                            backend.is_secret(p)
+                                || self.tree.under(p).any(|(k, _)| backend.is_secret(k))
+                        });
                     pipeline::apply(&slot.resource, &content, &self.opts, secret)
                         .map_err(|e| e.to_string())
                 });
@@ -431,7 +433,7 @@ struct Backoff {
 
 impl Backoff {
     const START: Duration = Duration::from_millis(500);
-    const CAP: Duration = Duration::from_secs(30);
+    const CAP: Duration = Duration::from_secs(5);
 
     fn new() -> Backoff {
         Backoff { next: Self::START }

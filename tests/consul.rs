@@ -25,6 +25,15 @@ fn upstream_fixture(dir: &Dir) {
     );
 }
 
+/// Tests that register instances of the fixture's fixed service name `web`
+/// take this, so that they do not see each other's instances on a shared
+/// real agent.
+fn web_service() -> std::sync::MutexGuard<'static, ()> {
+    static WEB: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    WEB.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// `server` lines of the rendered upstream block.
 fn servers(text: &str) -> Vec<String> {
     text.lines()
@@ -36,6 +45,7 @@ fn servers(text: &str) -> Vec<String> {
 
 #[test]
 fn upstream_follows_instances_and_their_health() {
+    let _web = web_service();
     let consul = Consul::start();
     let mut web1 = Instance::new("web", "web-1", "10.0.0.1", 8080);
     consul.register(&web1);
@@ -220,6 +230,7 @@ fn consul_example_renders_the_shared_upstream_template() {
             .unwrap(),
         "the example renders the shared upstream template unchanged"
     );
+    let _web = web_service();
     let consul = Consul::start();
     consul.register(&Instance::new("web", "web-1", "10.0.0.1", 8080));
     let mut down = Instance::new("web", "web-9", "10.0.0.9", 8080);

@@ -20,10 +20,10 @@
 //! `SIDEKICK_BENCH_GAP_MS` (pause between changes, default 150: more than the
 //! backend's 100 ms re-query interval, so each change meets an idle watch),
 //! `SIDEKICK_BENCH_IDLE_SECS` (idle window, default 60), `SIDEKICK_BENCH_LOG`
-//! (sidekick's `--log-level`, default warn), `SIDEKICK_BENCH_DIR`
-//! (where the confdir and rendered files go, default the system temp dir; the
-//! pipeline fsyncs every file, so the disk's share is measured and printed
-//! too; `/dev/shm` leaves it out).
+//! (sidekick's `--log-level`, default warn), `SIDEKICK_BENCH_DIR` (where the
+//! confdir and rendered files go, default the system temp dir). The pipeline
+//! fsyncs each file and its directory, which on a busy disk adds a millisecond
+//! or more; `SIDEKICK_BENCH_DIR=/dev/shm` leaves the disk out.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -102,24 +102,6 @@ fn cpu_ticks(pid: u32) -> u64 {
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // utime and stime are fields 14 and 15 of the whole line; 12 and 13 here.
     fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
-}
-
-/// What the safe-write pipeline pays the filesystem per file: write a stage
-/// file, fsync it, rename it over the destination.
-fn disk_writes(dir: &Path, n: usize) -> Vec<Duration> {
-    use std::io::Write as _;
-    (0..n)
-        .map(|i| {
-            let stage = dir.join(".disk-probe.stage");
-            let t0 = Instant::now();
-            let mut f = std::fs::File::create(&stage).expect("stage file");
-            f.write_all(format!("v{i}\n").as_bytes()).expect("write");
-            f.sync_all().expect("fsync");
-            drop(f);
-            std::fs::rename(&stage, dir.join("disk-probe")).expect("rename");
-            t0.elapsed()
-        })
-        .collect()
 }
 
 struct Sidekick(Child);
@@ -268,13 +250,6 @@ fn main() {
             ms(h) - ms(r)
         );
     }
-
-    let disk = stats("write+fsync+rename in the out dir", disk_writes(&out, 50));
-    println!(
-        "{:<34} {:>+8.3} ms (KV share minus the disk's share: backend + render)",
-        "without the disk",
-        ms(lat) - ms(rtt) - ms(disk)
-    );
 
     // Idle: nothing changes; the blocking queries just wait.
     let pid = sidekick.0.id();

@@ -125,12 +125,19 @@ impl Api {
         };
 
         // The agent that answered last first, then the others once each.
-        let n = self.cfg.nodes.len();
+        // `Resolved::new` never leaves `nodes` empty (it falls back to
+        // DEFAULT_NODE), so `% n` and the index below cannot panic.
+        let n = self.cfg.nodes.len().max(1);
         let start = self.current.load(Ordering::Relaxed) % n;
         let mut attempt = 0;
         let response = loop {
             let node = (start + attempt) % n;
-            let base = &self.cfg.nodes[node];
+            let Some(base) = self.cfg.nodes.get(node) else {
+                return Err(BackendError::Config {
+                    backend: NAME,
+                    message: "no Consul agent address".into(),
+                });
+            };
             let url = format!("{base}{path_and_query}");
             match self.cfg.http.get(&url).timeout(timeout).send().await {
                 Ok(response) => {

@@ -25,6 +25,8 @@
 //! client certificate and key) uses rustls, so no OpenSSL is linked.
 //! `--datacenter` becomes `?dc=` on every read.
 
+#![warn(missing_docs)]
+
 mod client;
 mod config;
 mod watch;

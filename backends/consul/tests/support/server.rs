@@ -46,9 +46,14 @@
 //! - Agent death and restart ([`FakeConsul::stop`], [`FakeConsul::restart`]):
 //!   the listener closes, open connections are cut mid-query, and a restart
 //!   listens on the same port with the data kept (a server with a data dir).
+//! - For tests: [`FakeConsul::log`] (every request line, to check which
+//!   index a query carried), [`FakeConsul::reads`] (GETs per kind, to check
+//!   rate limits) and [`FakeConsul::kv_set`] (a write through "another agent",
+//!   also while this one is stopped). `GET /v1/status/leader` answers too.
 //!
 //! Not reproduced: consistency modes, `X-Consul-KnownLeader` other than true,
-//! sessions and locks, namespaces, `filter=` expressions, wait jitter.
+//! sessions and locks, namespaces, `filter=` expressions, wait jitter, TLS
+//! (the TLS test puts a rustls proxy in front), check TTL expiry.
 
 #![allow(dead_code)]
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use sidekick_backend::{
-    Backend, BackendError, Catalog, Interest, KeyTree, Snapshot, Update, UpdateStream,
+    Backend, BackendError, Backoff, Catalog, Interest, KeyTree, Snapshot, Update, UpdateStream,
 };
 
 use nix::sys::signal::Signal;
@@ -426,30 +426,6 @@ impl Changes {
     }
 }
 
-/// Backoff for re-trying a backend that is down: doubles to a cap, with jitter.
-struct Backoff {
-    next: Duration,
-}
-
-impl Backoff {
-    const START: Duration = Duration::from_millis(500);
-    const CAP: Duration = Duration::from_secs(5);
-
-    fn new() -> Backoff {
-        Backoff { next: Self::START }
-    }
-
-    fn step(&mut self) -> Duration {
-        let base = self.next;
-        self.next = (self.next * 2).min(Self::CAP);
-        // Jitter of up to a quarter, from the clock's low bits: no RNG crate needed.
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        base + base.mul_f64(f64::from(nanos % 1000) / 4000.0)
-    }
-}
-
 /// How `sidekick exec` runs its child.
 pub(crate) struct ExecSpec {
     pub argv: Vec<String>,
@@ -515,7 +491,7 @@ pub(crate) async fn run(
 
     // First load: retry until the backend answers; nothing is written before.
     // A SIGINT/SIGTERM meanwhile stops sidekick (no child started yet).
-    let mut backoff = Backoff::new();
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(5));
     let mut logged_down = false;
     loop {
         let loaded = tokio::select! {
@@ -537,7 +513,7 @@ pub(crate) async fn run(
                     logged_down = true;
                 }
                 tokio::select! {
-                    _ = tokio::time::sleep(backoff.step()) => {}
+                    _ = tokio::time::sleep(backoff.next_delay()) => {}
                     _ = shutdown.recv() => return Ok(0),
                 }
             }

@@ -8,10 +8,12 @@
 //! are items of that stream: the backend keeps retrying on its own and the core
 //! keeps the last good data meanwhile.
 
+mod backoff;
 mod catalog;
 mod error;
 mod keys;
 
+pub use backoff::Backoff;
 pub use catalog::{Catalog, ServiceInstance};
 pub use error::BackendError;
 pub use keys::{is_under, join_prefix, normalize_key, KeyTree};

@@ -33,7 +33,8 @@ use sidekick_backend::{Backend, BackendError, Interest, Snapshot, UpdateStream};
 pub use config::{EtcdConfig, Timing, DEFAULT_ENDPOINT};
 
 use client::Cluster;
-use watch::{Backoff, Source, Watcher};
+use sidekick_backend::Backoff;
+use watch::{Source, Watcher};
 
 /// The backend's name in logs and errors, and for `--backend`.
 pub const NAME: &str = "etcdv3";

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::stream;
-use sidekick_backend::{BackendError, Interest, Snapshot, Update, UpdateStream};
+use sidekick_backend::{BackendError, Backoff, Interest, Snapshot, Update, UpdateStream};
 use tokio::time::Instant;
 
 use crate::NAME;
@@ -96,39 +96,6 @@ enum Health {
     Up,
     /// Failing, with the kind of error.
     Down(&'static str),
-}
-
-/// Exponential backoff with jitter: each delay is drawn from `[d/2, d]` where
-/// `d` doubles from `start` up to `cap`.
-#[derive(Debug, Clone)]
-pub(crate) struct Backoff {
-    start: Duration,
-    cap: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    /// A backoff starting at `start` and never above `cap`.
-    pub fn new(start: Duration, cap: Duration) -> Backoff {
-        Backoff {
-            start,
-            cap,
-            next: start.min(cap),
-        }
-    }
-
-    /// The delay before the next attempt.
-    pub fn next_delay(&mut self) -> Duration {
-        let base = self.next;
-        self.next = (base * 2).min(self.cap);
-        let half = base / 2;
-        half + half.mul_f64(fastrand::f64())
-    }
-
-    /// Back to the first delay, after a success.
-    pub fn reset(&mut self) {
-        self.next = self.start.min(self.cap);
-    }
 }
 
 /// Timing of the watch.

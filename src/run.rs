@@ -360,50 +360,39 @@ impl Engine {
         }
     }
 
+    /// Re-reads conf.d in dev mode, showing a failure instead of stopping.
+    fn reload_resources(&mut self) {
+        if let Err(e) = self.load_resources() {
+            tracing::error!("{e:#}");
+            self.dev_error(&format!("{e:#}"));
+        }
+    }
+
     /// Reloads what a dev-mode save touched; returns resources to re-render and
     /// whether the interest may have changed.
     fn on_dev_event(&mut self, event: DevEvent) -> Vec<usize> {
         match event {
             DevEvent::Resources => {
-                if let Err(e) = self.load_resources() {
-                    tracing::error!("{e:#}");
-                    self.dev_error(&format!("{e:#}"));
-                }
+                self.reload_resources();
                 (0..self.slots.len()).collect()
             }
             DevEvent::Templates(paths) => {
-                let mut touched = Vec::new();
-                for i in 0..self.slots.len() {
-                    let uses = self.slots[i]
-                        .resource
+                let uses = |slot: &Slot| {
+                    slot.resource
                         .renderer
                         .files()
                         .iter()
-                        .any(|f| paths.contains(f));
-                    if uses {
-                        touched.push(i);
-                    }
-                }
+                        .any(|f| paths.contains(f))
+                };
                 let had_broken = !self.broken.is_empty();
-                if had_broken || !touched.is_empty() {
-                    // Re-read resource files so template parse errors are re-checked.
-                    if let Err(e) = self.load_resources() {
-                        tracing::error!("{e:#}");
-                        self.dev_error(&format!("{e:#}"));
-                    }
-                    return (0..self.slots.len())
-                        .filter(|&i| {
-                            self.slots[i]
-                                .resource
-                                .renderer
-                                .files()
-                                .iter()
-                                .any(|f| paths.contains(f))
-                                || had_broken
-                        })
-                        .collect();
+                if !had_broken && !self.slots.iter().any(uses) {
+                    return Vec::new();
                 }
-                touched
+                // Re-read resource files so template parse errors are re-checked.
+                self.reload_resources();
+                (0..self.slots.len())
+                    .filter(|&i| had_broken || uses(&self.slots[i]))
+                    .collect()
             }
         }
     }

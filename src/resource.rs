@@ -7,7 +7,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 
 use serde::Deserialize;
-use sidekick_backend::{is_under, join_prefix, normalize_key};
+use sidekick_backend::{join_prefix, normalize_key};
 use toml::Spanned;
 
 use crate::debounce::{parse_duration, Wait};
@@ -330,11 +330,6 @@ impl Resource {
             }),
             renderer,
         })
-    }
-
-    /// True when a change to `key` may change this resource's output.
-    pub fn watches(&self, key: &str) -> bool {
-        self.visible.iter().any(|p| is_under(key, p))
     }
 }
 

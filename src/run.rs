@@ -212,7 +212,7 @@ impl Engine {
         (0..self.slots.len())
             .filter(|&i| {
                 let r = &self.slots[i].resource;
-                (changes.catalog && r.uses_catalog) || changes.keys.iter().any(|k| r.watches(k))
+                (changes.catalog && r.uses_catalog) || r.visible.iter().any(|p| changes.touches(p))
             })
             .collect()
     }
@@ -412,6 +412,17 @@ impl Changes {
     }
     fn is_empty(&self) -> bool {
         self.keys.is_empty() && !self.catalog
+    }
+    /// True when a changed key lies at or below `prefix` (normalized).
+    fn touches(&self, prefix: &str) -> bool {
+        // Keys below `prefix` sort among those starting with its text.
+        self.keys
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(|k| k.starts_with(prefix))
+            .any(|k| sidekick_backend::is_under(k, prefix))
     }
 }
 

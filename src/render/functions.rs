@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 use std::net::ToSocketAddrs;
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
-use sidekick_backend::{join_prefix, normalize_key, Catalog, KeyTree};
+use sidekick_backend::{is_under, join_prefix, normalize_key, Catalog, KeyTree};
 use tera::{Error, Kwargs, State, Tera, TeraResult, Value};
 
 use super::args::Args;
@@ -32,6 +32,8 @@ pub(super) type Slot = Arc<RwLock<Option<Arc<Scope>>>>;
 /// One render's view, plus the part of the key tree it may see, built on first use.
 pub(super) struct Scope {
     view: Arc<View>,
+    /// The view's prefix, normalized once for every key this render strips.
+    prefix: String,
     visible: OnceLock<Arc<KeyTree>>,
 }
 
@@ -39,6 +41,7 @@ impl Scope {
     /// Wraps the view of one render.
     pub(super) fn new(view: Arc<View>) -> Scope {
         Scope {
+            prefix: normalize_key(&view.prefix),
             view,
             visible: OnceLock::new(),
         }
@@ -48,17 +51,27 @@ impl Scope {
     /// when one of them is `/`).
     fn tree(&self) -> &KeyTree {
         self.visible.get_or_init(|| {
-            let prefixes: Vec<String> =
+            let mut prefixes: Vec<String> =
                 self.view.visible.iter().map(|p| normalize_key(p)).collect();
-            if prefixes.iter().any(|p| p == "/") {
-                return Arc::clone(&self.view.keys);
-            }
-            let mut tree = KeyTree::new();
-            for prefix in &prefixes {
-                for (k, v) in self.view.keys.under(prefix) {
-                    tree.insert(k, v);
+            prefixes.sort();
+            prefixes.dedup();
+            // Drop prefixes inside another: sorted, an outer one comes first.
+            let mut outer: Vec<String> = Vec::new();
+            for p in prefixes {
+                if !outer.iter().any(|o| is_under(&p, o)) {
+                    outer.push(p);
                 }
             }
+            let seen: usize = outer.iter().map(|p| self.view.keys.under(p).count()).sum();
+            // Usually the tree holds only what this resource sees: share it.
+            if seen == self.view.keys.len() {
+                return Arc::clone(&self.view.keys);
+            }
+            let tree: KeyTree = outer
+                .iter()
+                .flat_map(|prefix| self.view.keys.under(prefix))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
             Arc::new(tree)
         })
     }
@@ -69,15 +82,14 @@ impl Scope {
     }
 
     /// `abs` without the resource's prefix, as templates see keys.
-    fn relative(&self, abs: &str) -> String {
-        let prefix = normalize_key(&self.view.prefix);
-        if prefix == "/" {
-            return abs.to_string();
+    fn relative<'a>(&self, abs: &'a str) -> &'a str {
+        if self.prefix == "/" {
+            return abs;
         }
-        match abs.strip_prefix(prefix.as_str()) {
-            Some("") => "/".to_string(),
-            Some(rest) if rest.starts_with('/') => rest.to_string(),
-            _ => abs.to_string(),
+        match abs.strip_prefix(self.prefix.as_str()) {
+            Some("") => "/",
+            Some(rest) if rest.starts_with('/') => rest,
+            _ => abs,
         }
     }
 
@@ -170,11 +182,15 @@ pub(super) fn register(tera: &mut Tera, slot: &Slot) {
 }
 
 /// `{key, value}`, the shape of confd's KVPair.
-fn kv(key: String, value: &str) -> Value {
-    let mut m = BTreeMap::new();
-    m.insert("key", Value::from(key));
-    m.insert("value", Value::from(value));
-    Value::from(m)
+fn kv(key: &str, value: &str) -> Value {
+    /// Serialized, so Tera builds the map once (`Value::from(Map)` copies it).
+    #[derive(serde::Serialize)]
+    struct Kv<'a> {
+        key: &'a str,
+        value: &'a str,
+    }
+    // Cannot fail: two strings always serialize.
+    Value::from_serializable(&Kv { key, value })
 }
 
 fn getv(scope: &Scope, kwargs: &Kwargs) -> TeraResult<Value> {
@@ -190,7 +206,7 @@ fn getv(scope: &Scope, kwargs: &Kwargs) -> TeraResult<Value> {
 fn get(scope: &Scope, kwargs: &Kwargs) -> TeraResult<Value> {
     let key = Args::new("get", kwargs, &["key"])?.req_str("key")?;
     match scope.lookup(key) {
-        Some(v) => Ok(kv(normalize_key(key), v)),
+        Some(v) => Ok(kv(&normalize_key(key), v)),
         None => Err(scope.not_found(key)),
     }
 }

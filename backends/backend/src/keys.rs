@@ -1,10 +1,14 @@
 //! Keys are `/`-separated paths with string values, kept sorted.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
 
 /// Turns any spelling of a key into the one form the tree uses: a leading `/`, no
 /// empty segments, no trailing `/` (the root stays `/`).
 pub fn normalize_key(key: &str) -> String {
+    if is_normal(key) {
+        return key.to_string();
+    }
     let mut out = String::with_capacity(key.len() + 1);
     for segment in key.split('/').filter(|s| !s.is_empty()) {
         out.push('/');
@@ -14,6 +18,21 @@ pub fn normalize_key(key: &str) -> String {
         out.push('/');
     }
     out
+}
+
+/// True when [`normalize_key`] would return `key` unchanged: most keys from a
+/// backend already are, and need no copy.
+pub fn is_normal(key: &str) -> bool {
+    key == "/" || (key.starts_with('/') && !key.ends_with('/') && !key.contains("//"))
+}
+
+/// [`normalize_key`] for an owned key, reusing it when it is already normal.
+fn normalize_owned(key: String) -> String {
+    if is_normal(&key) {
+        key
+    } else {
+        normalize_key(&key)
+    }
 }
 
 /// Joins a global prefix and a resource prefix (or a prefix and a key) as confd
@@ -51,6 +70,11 @@ impl KeyTree {
         self.entries.insert(normalize_key(key), value.into())
     }
 
+    /// Sets an owned `key` (normalized here, without a copy when it already is).
+    pub fn insert_owned(&mut self, key: String, value: String) -> Option<String> {
+        self.entries.insert(normalize_owned(key), value)
+    }
+
     /// Removes `key`; returns its value.
     pub fn remove(&mut self, key: &str) -> Option<String> {
         self.entries.remove(&normalize_key(key))
@@ -82,12 +106,18 @@ impl KeyTree {
     /// Entries at or below `prefix` (normalized), in key order.
     pub fn under<'a>(&'a self, prefix: &str) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
         let prefix = normalize_key(prefix);
-        let scan = prefix.clone();
-        self.entries
-            .range(prefix.clone()..)
-            .take_while(move |(k, _)| scan == "/" || k.starts_with(scan.as_str()))
-            .filter(move |(k, _)| is_under(k, &prefix))
+        let range = self
+            .entries
+            .range::<str, _>((Bound::Included(prefix.as_str()), Bound::Unbounded));
+        // Every key starting with the prefix's text sorts in one run after it;
+        // within it, `/app-x` shares the text but is not below `/app`.
+        range
             .map(|(k, v)| (k.as_str(), v.as_str()))
+            .take_while({
+                let prefix = prefix.clone();
+                move |(k, _)| k.starts_with(prefix.as_str())
+            })
+            .filter(move |(k, _)| is_under(k, &prefix))
     }
 
     /// True when some key lies at or below `prefix`.
@@ -108,18 +138,34 @@ impl KeyTree {
 
     /// Keys whose value differs between the two trees, including keys only one has.
     pub fn changed_keys(&self, other: &KeyTree) -> BTreeSet<String> {
-        let mut changed = BTreeSet::new();
-        for (k, v) in &self.entries {
-            if other.entries.get(k) != Some(v) {
-                changed.insert(k.clone());
+        use std::cmp::Ordering;
+        // Both trees are sorted: one walk side by side, no lookups.
+        let mut changed = Vec::new();
+        let (mut a, mut b) = (
+            self.entries.iter().peekable(),
+            other.entries.iter().peekable(),
+        );
+        loop {
+            let order = match (a.peek(), b.peek()) {
+                (None, None) => break,
+                (Some(_), None) => Ordering::Less,
+                (None, Some(_)) => Ordering::Greater,
+                (Some((ka, _)), Some((kb, _))) => ka.cmp(kb),
+            };
+            match order {
+                Ordering::Less => changed.extend(a.next().map(|(k, _)| k.clone())),
+                Ordering::Greater => changed.extend(b.next().map(|(k, _)| k.clone())),
+                Ordering::Equal => {
+                    if let (Some((k, va)), Some((_, vb))) = (a.next(), b.next()) {
+                        if va != vb {
+                            changed.push(k.clone());
+                        }
+                    }
+                }
             }
         }
-        for k in other.entries.keys() {
-            if !self.entries.contains_key(k) {
-                changed.insert(k.clone());
-            }
-        }
-        changed
+        // Already sorted, so the set is built without comparisons beyond a check.
+        changed.into_iter().collect()
     }
 
     /// Sorted, distinct names of the direct children of `path` (confd's `ls`).
@@ -161,26 +207,52 @@ impl KeyTree {
     /// matches within one segment, `?` one character), in key order.
     pub fn glob<'a>(&'a self, pattern: &str) -> Vec<(&'a str, &'a str)> {
         let pattern = normalize_key(pattern);
-        // Only keys below the literal part of the pattern can match.
-        let literal: String = match pattern.find(['*', '?', '[']) {
-            Some(i) => pattern[..i]
-                .rsplit_once('/')
-                .map_or("/", |(p, _)| p)
-                .to_string(),
-            None => pattern.clone(),
+        // Only keys below the literal part of the pattern can match, and they
+        // share its segments: compare the rest only.
+        let literal: &str = match pattern.find(['*', '?', '[', '\\']) {
+            Some(i) => pattern[..i].rsplit_once('/').map_or("/", |(p, _)| p),
+            None => &pattern,
         };
-        let pat_segments: Vec<&str> = pattern.split('/').collect();
-        self.under(if literal.is_empty() { "/" } else { &literal })
-            .filter(|(k, _)| {
-                let segs: Vec<&str> = k.split('/').collect();
-                segs.len() == pat_segments.len()
-                    && segs
-                        .iter()
-                        .zip(&pat_segments)
-                        .all(|(s, p)| segment_matches(p.as_bytes(), s.as_bytes()))
-            })
+        let literal = if literal.is_empty() { "/" } else { literal };
+        let skip = if literal == "/" { 0 } else { literal.len() };
+        let rest: Vec<&str> = pattern[skip..].split('/').collect();
+        self.under(literal)
+            .filter(|(k, _)| path_matches(&rest, &k[skip..]))
             .collect()
     }
+}
+
+impl FromIterator<(String, String)> for KeyTree {
+    /// Builds a tree from pairs (keys normalized here; a later pair wins over an
+    /// earlier one with the same key). Sorted input, the usual case for a
+    /// backend's answer, is built in one pass.
+    fn from_iter<I: IntoIterator<Item = (String, String)>>(pairs: I) -> Self {
+        KeyTree {
+            entries: pairs
+                .into_iter()
+                .map(|(k, v)| (normalize_owned(k), v))
+                .collect(),
+        }
+    }
+}
+
+/// True when `key`'s segments match the pattern's, one for one.
+fn path_matches(pattern: &[&str], key: &str) -> bool {
+    let mut segments = key.split('/');
+    for p in pattern {
+        let Some(s) = segments.next() else {
+            return false;
+        };
+        let matched = match *p {
+            "*" => true,
+            p if !p.contains(['*', '?', '[', '\\']) => p == s,
+            p => segment_matches(p.as_bytes(), s.as_bytes()),
+        };
+        if !matched {
+            return false;
+        }
+    }
+    segments.next().is_none()
 }
 
 /// Shell-style match of one path segment: `*` any run, `?` one character,
@@ -327,9 +399,36 @@ mod tests {
 
     #[test]
     fn changed_keys_both_ways() {
-        let a = tree(&[("/a", "1"), ("/b", "2")]);
-        let b = tree(&[("/b", "3"), ("/c", "4")]);
+        let a = tree(&[("/a", "1"), ("/b", "2"), ("/d", "5")]);
+        let b = tree(&[("/b", "3"), ("/c", "4"), ("/d", "5"), ("/e", "6")]);
         let c: Vec<_> = a.changed_keys(&b).into_iter().collect();
-        assert_eq!(c, ["/a", "/b", "/c"]);
+        assert_eq!(c, ["/a", "/b", "/c", "/e"]);
+        assert_eq!(b.changed_keys(&a), a.changed_keys(&b));
+        assert!(a.changed_keys(&a).is_empty());
+        assert_eq!(KeyTree::new().changed_keys(&a).len(), 3);
+    }
+
+    #[test]
+    fn under_skips_keys_sharing_only_text() {
+        let t = tree(&[("/app", "0"), ("/app-x", "1"), ("/app/a", "2"), ("/b", "3")]);
+        let keys: Vec<_> = t.under("/app").map(|(k, _)| k).collect();
+        assert_eq!(keys, ["/app", "/app/a"]);
+        assert_eq!(t.under("/app/").count(), 2);
+        assert_eq!(t.under("/zzz").count(), 0);
+    }
+
+    #[test]
+    fn from_pairs_normalizes_and_last_wins() {
+        let t: KeyTree = vec![
+            ("b//c/".to_string(), "1".to_string()),
+            ("/a".to_string(), "2".to_string()),
+            ("/b/c".to_string(), "3".to_string()),
+        ]
+        .into_iter()
+        .collect();
+        let all: Vec<_> = t.iter().collect();
+        assert_eq!(all, [("/a", "2"), ("/b/c", "3")]);
+        assert!(is_normal("/") && is_normal("/a/b"));
+        assert!(!is_normal("") && !is_normal("a") && !is_normal("/a/") && !is_normal("/a//b"));
     }
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use etcd_client::{Client, EventType, GetOptions, WatchOptions, WatchStream};
-use sidekick_backend::{is_under, normalize_key, BackendError, KeyTree};
+use sidekick_backend::{is_normal, is_under, normalize_key, BackendError, KeyTree};
 use tonic::Code;
 
 use crate::config::{config_error, Resolved, MAX_MESSAGE};
@@ -173,11 +173,6 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// True when [`normalize_key`] would return `key` unchanged.
-fn is_normal(key: &str) -> bool {
-    key == "/" || (key.starts_with('/') && !key.ends_with('/') && !key.contains("//"))
-}
-
 /// `bytes` as text without a copy when they are valid UTF-8.
 fn owned_text(bytes: Vec<u8>) -> String {
     String::from_utf8(bytes).unwrap_or_else(|e| text(e.as_bytes()))
@@ -242,7 +237,7 @@ impl Source for Cluster {
             .max_decoding_message_size(MAX_MESSAGE);
         let mut last_error = None;
         'attempt: for _ in 0..LOAD_ATTEMPTS {
-            let mut keys = KeyTree::new();
+            let mut pairs: Vec<(String, String)> = Vec::new();
             let mut revision = 0;
             for prefix in prefixes {
                 let (key, all) = range(prefix);
@@ -282,17 +277,19 @@ impl Source for Cluster {
                 }
                 for kv in response.take_kvs() {
                     let (key, value) = kv.into_key_value();
-                    let key = String::from_utf8_lossy(&key);
+                    let key = owned_text(key);
                     // Most keys are already in the tree's form: skip a copy.
                     let key = match is_normal(&key) {
                         true => key,
-                        false => normalize_key(&key).into(),
+                        false => normalize_key(&key),
                     };
                     if is_under(&key, prefix) {
-                        keys.insert(&key, owned_text(value));
+                        pairs.push((key, owned_text(value)));
                     }
                 }
             }
+            // etcd answers in key order, so the tree is built in one pass.
+            let keys: KeyTree = pairs.into_iter().collect();
             return Ok(Loaded { keys, revision });
         }
         Err(unavailable(

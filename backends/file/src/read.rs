@@ -1,7 +1,6 @@
 //! Reading every configured file into one key tree (and the catalog), merging
 //! files and refusing keys that two files disagree on.
 
-use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -93,11 +92,7 @@ pub(crate) fn read_all(
         }
         _ => None,
     };
-    let mut keys = KeyTree::new();
-    for (key, (value, _)) in merge.keys {
-        keys.insert(&key, value);
-    }
-    Ok((keys, catalog))
+    Ok((merge.finish()?, catalog))
 }
 
 /// True for a directory entry name that is a data file: a known extension, not
@@ -187,56 +182,55 @@ fn io_failure(shown: &Path, e: io::Error, what: &str) -> Failure {
     Failure { error, missing }
 }
 
-/// Keys merged so far, each with the index of the first file that set it.
+/// Keys read so far, each with the index of the file that set it.
 #[derive(Default)]
 struct Merge {
     files: Vec<PathBuf>,
-    keys: BTreeMap<String, (String, usize)>,
+    entries: Vec<(String, String, usize)>,
 }
 
 impl Merge {
-    /// Reads, parses and merges one data file.
+    /// Reads, parses and adds one data file.
     fn file(&mut self, shown: &Path, abs: &Path, format: Format) -> Result<(), Failure> {
         let text = read_text(shown, abs)?;
         let pairs = parse::parse_keys(format, &text, shown)?;
-
-        // Within one file, `a: {b: 1}` and `a/b: 2` both spell `/a/b`.
-        let mut own: BTreeMap<String, String> = BTreeMap::new();
-        for (key, value) in pairs {
-            if let Some(old) = own.get(&key) {
-                if *old != value {
-                    return Err(BackendError::Invalid {
-                        location: shown.display().to_string(),
-                        message: format!("key {key} is both {old:?} and {value:?} in this file"),
-                    }
-                    .into());
-                }
-                continue;
-            }
-            own.insert(key, value);
-        }
-
         let index = self.files.len();
         self.files.push(shown.to_path_buf());
-        for (key, value) in own {
-            match self.keys.get(&key) {
-                Some((old, first)) if *old != value => {
-                    return Err(BackendError::Invalid {
-                        location: self.files[*first].display().to_string(),
-                        message: format!(
-                            "key {key} is {old:?} here but {value:?} in {}",
-                            shown.display()
-                        ),
-                    }
-                    .into());
-                }
-                Some(_) => {}
-                None => {
-                    self.keys.insert(key, (value, index));
-                }
-            }
-        }
+        self.entries
+            .extend(pairs.into_iter().map(|(k, v)| (k, v, index)));
         Ok(())
+    }
+
+    /// The merged tree, or an error naming the file(s) of a key given two values:
+    /// within one file (`a: {b: 1}` and `a/b: 2` both spell `/a/b`) or in two.
+    fn finish(mut self) -> Result<KeyTree, Failure> {
+        // Stable: equal keys stay in file order, and in order within a file.
+        self.entries.sort_by(|a, b| a.0.cmp(&b.0));
+        for pair in self.entries.windows(2) {
+            let [(key, old, first), (next, value, other)] = pair else {
+                continue;
+            };
+            if key != next || old == value {
+                continue;
+            }
+            let error = if first == other {
+                BackendError::Invalid {
+                    location: self.files[*first].display().to_string(),
+                    message: format!("key {key} is both {old:?} and {value:?} in this file"),
+                }
+            } else {
+                BackendError::Invalid {
+                    location: self.files[*first].display().to_string(),
+                    message: format!(
+                        "key {key} is {old:?} here but {value:?} in {}",
+                        self.files[*other].display()
+                    ),
+                }
+            };
+            return Err(error.into());
+        }
+        // Sorted, so the tree is built in one pass.
+        Ok(self.entries.into_iter().map(|(k, v, _)| (k, v)).collect())
     }
 }
 

@@ -178,6 +178,18 @@ pub(crate) fn apply(
     Ok(Outcome::Updated)
 }
 
+/// Makes the rename of `dest` durable: fsync of its directory. Called after
+/// the reload, off the path to the executor, since the rename itself is atomic
+/// and a crash before this leaves the old, complete file. Best effort: a
+/// failure only weakens durability.
+pub(crate) fn sync_dir(dest: &Path) {
+    if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+}
+
 /// A temporary file beside the destination. Removed on drop unless it was
 /// renamed into place (or kept on request after a failure).
 struct Stage {
@@ -243,19 +255,14 @@ impl Stage {
         Ok(())
     }
 
-    /// fsync, rename over `dest`, fsync the directory.
+    /// fsync, then rename over `dest`. The directory is synced later, by
+    /// [`sync_dir`], once the executor has been told.
     fn persist(mut self, dest: &Path) -> Result<(), PipelineError> {
         if let Some(file) = self.file.take() {
             file.sync_all().map_err(io_err("fsync", &self.path))?;
         }
         fs::rename(&self.path, dest).map_err(io_err("rename stage file over", dest))?;
         self.keep = true; // nothing left to remove
-        if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
-            // Best effort: the rename is done; a directory fsync failure only weakens durability.
-            if let Ok(d) = File::open(dir) {
-                let _ = d.sync_all();
-            }
-        }
         Ok(())
     }
 }

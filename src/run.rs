@@ -281,6 +281,7 @@ impl Engine {
                                 report.failed += 1;
                                 self.report_error(&name, &message);
                             }
+                            pipeline::sync_dir(&self.slots[i].resource.dest);
                         }
                         Outcome::WouldUpdate => {
                             report.updated += 1;

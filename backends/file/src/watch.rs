@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use notify::event::{AccessKind, AccessMode};
+use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
 use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use sidekick_backend::{BackendError, Interest, Snapshot, Update, UpdateStream};
 use tokio::sync::mpsc;
@@ -23,12 +23,10 @@ use tokio::time::Instant;
 use crate::read::{self, is_data_file_name};
 use crate::{Config, SourceKind, NAME};
 
-/// Quiet time after an event before re-reading, so one save (several events) is
-/// one re-read. Small, so a save re-renders at once.
-const QUIET: Duration = Duration::from_millis(3);
-
-/// Longest a burst of events may postpone the re-read.
-const MAX_BURST: Duration = Duration::from_millis(50);
+/// Longest to wait for a write in progress to end (the file closed, or another
+/// renamed into place) before reading anyway. A save that ends is read at once;
+/// a file is never read between its truncation and the write that follows.
+const MAX_WRITE: Duration = Duration::from_millis(50);
 
 /// How often to re-read while some directory cannot be watched (it does not
 /// exist yet, or the watcher could not be created at all).
@@ -37,10 +35,22 @@ const POLL: Duration = Duration::from_secs(1);
 /// What the notify callback passes to the stream.
 #[derive(Debug)]
 enum Signal {
-    /// Something happened to these paths.
-    Paths(Vec<PathBuf>),
+    /// Something happened to these paths. `done` when it ends a save: the file
+    /// was closed after writing or renamed into place, so it can be read now.
+    Paths { paths: Vec<PathBuf>, done: bool },
     /// Events may have been lost (queue overflow, watcher error): re-read.
     Rescan,
+}
+
+/// What an event means for the files we read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Relevance {
+    /// Not about our files.
+    None,
+    /// Our files are being written: read once the write ends.
+    Pending,
+    /// A save of ours is complete: read now.
+    Done,
 }
 
 /// A directory we keep a watch on.
@@ -104,12 +114,19 @@ pub(crate) fn stream(config: Arc<Config>, interest: Interest) -> UpdateStream {
         let signal = match result {
             Ok(event) if event.need_rescan() => Signal::Rescan,
             Ok(event) => match event.kind {
-                EventKind::Access(AccessKind::Close(AccessMode::Write)) => {
-                    Signal::Paths(event.paths)
+                EventKind::Access(AccessKind::Close(AccessMode::Write))
+                | EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both)) => {
+                    Signal::Paths {
+                        paths: event.paths,
+                        done: true,
+                    }
                 }
                 // Opens and reads, our own included: nothing changed.
                 EventKind::Access(_) => return,
-                _ => Signal::Paths(event.paths),
+                _ => Signal::Paths {
+                    paths: event.paths,
+                    done: false,
+                },
             },
             Err(error) => {
                 tracing::warn!(backend = NAME, %error, "file watch error; re-reading");
@@ -233,8 +250,9 @@ impl State {
         self.watcher.is_none() || self.closed || self.dirs.iter().any(|d| !d.active)
     }
 
-    /// Returns once a relevant event has been followed by [`QUIET`] without
-    /// another (or [`MAX_BURST`] has passed), or after [`POLL`] when polling.
+    /// Returns once a relevant save is complete (a file closed after writing
+    /// or renamed into place), or [`MAX_WRITE`] after the first sign of a write
+    /// that has not ended, or after [`POLL`] when polling.
     async fn wait_for_change(&mut self) {
         loop {
             let signal = if self.closed {
@@ -250,26 +268,42 @@ impl State {
             };
             match signal {
                 None => self.closed = true,
-                Some(signal) => {
-                    if self.relevant(signal) {
-                        break;
-                    }
-                }
+                Some(signal) => match self.relevant(signal) {
+                    Relevance::Done => return self.drain(),
+                    Relevance::Pending => break,
+                    Relevance::None => {}
+                },
             }
         }
-        let deadline = Instant::now() + MAX_BURST;
-        let mut quiet_until = Instant::now() + QUIET;
+        let deadline = Instant::now() + MAX_WRITE;
         loop {
-            match tokio::time::timeout_at(quiet_until.min(deadline), self.rx.recv()).await {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
                 Err(_elapsed) => return,
                 Ok(None) => {
                     self.closed = true;
                     return;
                 }
                 Ok(Some(signal)) => {
-                    if self.relevant(signal) {
-                        quiet_until = Instant::now() + QUIET;
+                    if self.relevant(signal) == Relevance::Done {
+                        return self.drain();
                     }
+                }
+            }
+        }
+    }
+
+    /// Takes the events already queued (the rest of one save, such as the
+    /// pair of a rename), so they do not cause a second read.
+    fn drain(&mut self) {
+        loop {
+            match self.rx.try_recv() {
+                Ok(signal) => {
+                    self.relevant(signal);
+                }
+                Err(mpsc::error::TryRecvError::Empty) => return,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    self.closed = true;
+                    return;
                 }
             }
         }
@@ -277,10 +311,10 @@ impl State {
 
     /// Whether `signal` may change what we read; notes watched directories that
     /// were themselves removed or replaced, so they get watched again.
-    fn relevant(&mut self, signal: Signal) -> bool {
-        let paths = match signal {
-            Signal::Rescan => return true,
-            Signal::Paths(paths) => paths,
+    fn relevant(&mut self, signal: Signal) -> Relevance {
+        let (paths, done) = match signal {
+            Signal::Rescan => return Relevance::Done,
+            Signal::Paths { paths, done } => (paths, done),
         };
         let mut relevant = false;
         for path in &paths {
@@ -301,7 +335,11 @@ impl State {
                 }
             });
         }
-        relevant
+        match (relevant, done) {
+            (false, _) => Relevance::None,
+            (true, true) => Relevance::Done,
+            (true, false) => Relevance::Pending,
+        }
     }
 
     /// (Re-)establishes the watch on every directory not known to be watched.
@@ -413,6 +451,33 @@ mod tests {
         rename_save(&a, "k: 4\n");
         let s = next_item(&mut stream).await.unwrap();
         assert_eq!(value(&s, "/k").as_deref(), Some("4"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_in_progress_is_read_when_it_ends() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.yaml");
+        fs::write(&a, "k: 1\nm: 1\n").unwrap();
+        let backend = FileBackend::new([&a], None).unwrap();
+        let mut stream = backend.watch(&interest(&["/"], false)).unwrap();
+        next_item(&mut stream).await.unwrap();
+
+        // Truncated, half written, a pause, the rest, closed: the half file
+        // (valid YAML, one key short) must never be read.
+        let writer = std::thread::spawn({
+            let a = a.clone();
+            move || {
+                let mut f = fs::File::create(&a).unwrap();
+                f.write_all(b"k: 2\n").unwrap();
+                std::thread::sleep(Duration::from_millis(30));
+                f.write_all(b"m: 2\n").unwrap();
+            }
+        });
+        let s = next_item(&mut stream).await.unwrap();
+        writer.join().unwrap();
+        assert_eq!(value(&s, "/k").as_deref(), Some("2"));
+        assert_eq!(value(&s, "/m").as_deref(), Some("2"));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

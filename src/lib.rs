@@ -108,22 +108,32 @@ fn exec_spec(args: ExecArgs, required: bool) -> anyhow::Result<Option<ExecSpec>>
 }
 
 fn init_logging(settings: &Settings) -> anyhow::Result<()> {
+    use tracing_subscriber::layer::{Layer as _, SubscriberExt as _};
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
     // kube-runtime logs every watch retry itself; sidekick logs state changes.
     let directives = if settings.log_level.contains('=') {
         settings.log_level.clone()
     } else {
         format!("{},kube_runtime=error", settings.log_level)
     };
-    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
+    // `Targets` ("level" or "target=level,..."), not `EnvFilter`: no regex
+    // engine in the binary or in memory for a log filter.
+    let filter: tracing_subscriber::filter::Targets = directives
+        .parse()
         .with_context(|| format!("bad --log-level {:?}", settings.log_level))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false);
+    let registry = tracing_subscriber::registry();
     let result = match settings.log_format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder
-            .with_ansi(std::io::stderr().is_terminal())
+        LogFormat::Json => registry.with(layer.json().with_filter(filter)).try_init(),
+        LogFormat::Text => registry
+            .with(
+                layer
+                    .with_ansi(std::io::stderr().is_terminal())
+                    .with_filter(filter),
+            )
             .try_init(),
     };
     result.map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))

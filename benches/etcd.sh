@@ -10,6 +10,8 @@
 #
 # CARGO_FEATURES (default: the binary's default features) picks the backends
 # built into sidekick, e.g. CARGO_FEATURES="--no-default-features --features etcd".
+# SIDEKICK_BIN measures that binary instead (e.g. the static musl one that
+# benches/image.sh builds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,12 +20,15 @@ command -v etcd >/dev/null 2>&1 || [ -x /usr/bin/etcd ] || {
   exit 1
 }
 
-# shellcheck disable=SC2086
-cargo build --release --bin sidekick ${CARGO_FEATURES:-}
+if [ -z "${SIDEKICK_BIN:-}" ]; then
+  # shellcheck disable=SC2086
+  cargo build --release --bin sidekick ${CARGO_FEATURES:-}
+  SIDEKICK_BIN=target/release/sidekick
+fi
 # The measuring program needs no LTO: build it apart, so the release
 # profile (and sidekick's release artifacts) stay as they are.
 CARGO_TARGET_DIR=target/bench-tool CARGO_PROFILE_RELEASE_LTO=false \
   CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
   cargo build --release -p sidekick-backend-etcd --example bench
-ls -l target/release/sidekick | awk '{print "sidekick release binary: " $5 " bytes"}'
-exec target/bench-tool/release/examples/bench target/release/sidekick
+ls -l "$SIDEKICK_BIN" | awk '{print "sidekick binary " $9 ": " $5 " bytes"}'
+exec target/bench-tool/release/examples/bench "$SIDEKICK_BIN"

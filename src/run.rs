@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use sidekick_backend::{
     Backend, BackendError, Backoff, Catalog, Interest, KeyTree, Snapshot, Update, UpdateStream,
 };
@@ -527,6 +527,13 @@ pub(crate) async fn run(
     }
     let first = engine.process_all();
     engine.child_actions.clear(); // the child starts with the files as they are now
+
+    // A SIGINT/SIGTERM that came during the first render: stop before anything
+    // starts. Yielding lets the runtime take in a signal delivered meanwhile.
+    tokio::task::yield_now().await;
+    if shutdown.recv().now_or_never().is_some() {
+        return Ok(0);
+    }
 
     if let (Some(spec), Some(sup)) = (&exec, supervisor.as_mut()) {
         if first.failed > 0 && mode == Mode::Normal {

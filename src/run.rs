@@ -143,22 +143,13 @@ impl Engine {
 
     /// The keys and catalog the loaded resources need.
     pub fn interest(&self) -> Interest {
-        let mut prefixes: Vec<String> = self
+        let visible: Vec<&str> = self
             .slots
             .iter()
-            .flat_map(|s| s.resource.visible.iter().cloned())
+            .flat_map(|s| s.resource.visible.iter().map(String::as_str))
             .collect();
-        prefixes.sort();
-        prefixes.dedup();
-        // Drop prefixes already covered by a shorter one.
-        let mut kept: Vec<String> = Vec::new();
-        for p in prefixes {
-            if !kept.iter().any(|k| sidekick_backend::is_under(&p, k)) {
-                kept.push(p);
-            }
-        }
         Interest {
-            prefixes: kept,
+            prefixes: sidekick_backend::minimal_prefixes(&visible),
             services: self.backend.has_catalog()
                 && self.slots.iter().any(|s| s.resource.uses_catalog),
         }
@@ -167,14 +158,19 @@ impl Engine {
     /// Replaces all data with a snapshot; returns what changed.
     fn replace(&mut self, snapshot: Snapshot) -> Changes {
         let keys = self.tree.changed_keys(&snapshot.keys);
-        self.tree = Arc::new(snapshot.keys);
-        let catalog = snapshot.catalog.map(Arc::new);
-        let catalog_changed = catalog != self.catalog;
-        self.catalog = catalog;
+        let old_catalog = self.catalog.clone();
+        self.set_data(snapshot);
         Changes {
             keys,
-            catalog: catalog_changed,
+            catalog: self.catalog != old_catalog,
         }
+    }
+
+    /// Takes a snapshot as the data, without working out what changed: for the
+    /// first load, after which every resource renders anyway.
+    fn set_data(&mut self, snapshot: Snapshot) {
+        self.tree = Arc::new(snapshot.keys);
+        self.catalog = snapshot.catalog.map(Arc::new);
     }
 
     /// Applies one batch from a watch.
@@ -456,9 +452,7 @@ pub(crate) async fn run(
             .load(&interest)
             .await
             .map_err(|e| anyhow::anyhow!(e))?;
-        // Everything renders once: no change set needed.
-        engine.tree = Arc::new(snapshot.keys);
-        engine.catalog = snapshot.catalog.map(Arc::new);
+        engine.set_data(snapshot);
         let report = engine.process_all();
         tracing::info!(
             updated = report.updated,
@@ -506,7 +500,7 @@ pub(crate) async fn run(
         };
         match loaded {
             Ok(snapshot) => {
-                engine.replace(snapshot);
+                engine.set_data(snapshot);
                 break;
             }
             Err(e) => {
@@ -619,7 +613,7 @@ pub(crate) async fn run(
                 if new_interest != interest {
                     interest = new_interest;
                     match backend.load(&interest).await {
-                        Ok(snapshot) => { engine.replace(snapshot); }
+                        Ok(snapshot) => engine.set_data(snapshot),
                         Err(e) => note_error(&engine, &mut last_error, &e),
                     }
                     if watch {

@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 use std::net::ToSocketAddrs;
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
-use sidekick_backend::{is_under, join_prefix, normalize_key, Catalog, KeyTree};
+use sidekick_backend::{join_prefix, minimal_prefixes, normalize_key, Catalog, KeyTree};
 use tera::{Error, Kwargs, State, Tera, TeraResult, Value};
 
 use super::args::Args;
@@ -48,20 +48,10 @@ impl Scope {
     }
 
     /// The keys under the resource's declared prefixes (the whole tree, shared,
-    /// when one of them is `/`).
+    /// when it holds no other keys).
     fn tree(&self) -> &KeyTree {
         self.visible.get_or_init(|| {
-            let mut prefixes: Vec<String> =
-                self.view.visible.iter().map(|p| normalize_key(p)).collect();
-            prefixes.sort();
-            prefixes.dedup();
-            // Drop prefixes inside another: sorted, an outer one comes first.
-            let mut outer: Vec<String> = Vec::new();
-            for p in prefixes {
-                if !outer.iter().any(|o| is_under(&p, o)) {
-                    outer.push(p);
-                }
-            }
+            let outer = minimal_prefixes(&self.view.visible);
             let seen: usize = outer.iter().map(|p| self.view.keys.under(p).count()).sum();
             // Usually the tree holds only what this resource sees: share it.
             if seen == self.view.keys.len() {

@@ -27,12 +27,29 @@ pub fn is_normal(key: &str) -> bool {
 }
 
 /// [`normalize_key`] for an owned key, reusing it when it is already normal.
-fn normalize_owned(key: String) -> String {
+pub fn normalize_owned(key: String) -> String {
     if is_normal(&key) {
         key
     } else {
         normalize_key(&key)
     }
+}
+
+/// The prefixes normalized, sorted, without repeats and without those already
+/// covered by a shorter one (`/a` covers `/a/b`, not `/ab`), so each key is
+/// read or counted once.
+pub fn minimal_prefixes<S: AsRef<str>>(prefixes: &[S]) -> Vec<String> {
+    let mut sorted: Vec<String> = prefixes.iter().map(|p| normalize_key(p.as_ref())).collect();
+    sorted.sort();
+    sorted.dedup();
+    // Sorted, an outer prefix comes before the ones inside it.
+    let mut kept: Vec<String> = Vec::new();
+    for p in sorted {
+        if !kept.iter().any(|k| is_under(&p, k)) {
+            kept.push(p);
+        }
+    }
+    kept
 }
 
 /// Joins a global prefix and a resource prefix (or a prefix and a key) as confd
@@ -68,11 +85,6 @@ impl KeyTree {
     /// Sets `key` (normalized here) to `value`; returns the old value.
     pub fn insert(&mut self, key: &str, value: impl Into<String>) -> Option<String> {
         self.entries.insert(normalize_key(key), value.into())
-    }
-
-    /// Sets an owned `key` (normalized here, without a copy when it already is).
-    pub fn insert_owned(&mut self, key: String, value: String) -> Option<String> {
-        self.entries.insert(normalize_owned(key), value)
     }
 
     /// Removes `key`; returns its value.
@@ -209,7 +221,7 @@ impl KeyTree {
         let pattern = normalize_key(pattern);
         // Only keys below the literal part of the pattern can match, and they
         // share its segments: compare the rest only.
-        let literal: &str = match pattern.find(['*', '?', '[', '\\']) {
+        let literal: &str = match pattern.find(WILDCARDS) {
             Some(i) => pattern[..i].rsplit_once('/').map_or("/", |(p, _)| p),
             None => &pattern,
         };
@@ -236,6 +248,9 @@ impl FromIterator<(String, String)> for KeyTree {
     }
 }
 
+/// The characters that make a glob segment more than a literal name.
+const WILDCARDS: [char; 4] = ['*', '?', '[', '\\'];
+
 /// True when `key`'s segments match the pattern's, one for one.
 fn path_matches(pattern: &[&str], key: &str) -> bool {
     let mut segments = key.split('/');
@@ -245,7 +260,7 @@ fn path_matches(pattern: &[&str], key: &str) -> bool {
         };
         let matched = match *p {
             "*" => true,
-            p if !p.contains(['*', '?', '[', '\\']) => p == s,
+            p if !p.contains(WILDCARDS) => p == s,
             p => segment_matches(p.as_bytes(), s.as_bytes()),
         };
         if !matched {
@@ -409,6 +424,15 @@ mod tests {
     }
 
     #[test]
+    fn minimal_prefixes_drop_covered_ones() {
+        assert_eq!(
+            minimal_prefixes(&["/a/b", "/a", "/ab", "a/"]),
+            ["/a", "/ab"]
+        );
+        assert_eq!(minimal_prefixes(&["/x", "/"]), ["/"]);
+    }
+
+    #[test]
     fn under_skips_keys_sharing_only_text() {
         let t = tree(&[("/app", "0"), ("/app-x", "1"), ("/app/a", "2"), ("/b", "3")]);
         let keys: Vec<_> = t.under("/app").map(|(k, _)| k).collect();
@@ -428,7 +452,13 @@ mod tests {
         .collect();
         let all: Vec<_> = t.iter().collect();
         assert_eq!(all, [("/a", "2"), ("/b/c", "3")]);
-        assert!(is_normal("/") && is_normal("/a/b"));
-        assert!(!is_normal("") && !is_normal("a") && !is_normal("/a/") && !is_normal("/a//b"));
+        for key in ["/", "/a", "/a/b", "", "a", "/a/", "//a", "/a//b", "a/b/"] {
+            assert_eq!(is_normal(key), normalize_key(key) == key, "{key:?}");
+            assert_eq!(
+                normalize_owned(key.to_string()),
+                normalize_key(key),
+                "{key:?}"
+            );
+        }
     }
 }

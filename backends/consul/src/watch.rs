@@ -37,7 +37,7 @@ use futures::future::{AbortHandle, Abortable, BoxFuture};
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use sidekick_backend::{
-    BackendError, Catalog, Interest, KeyTree, ServiceInstance, Snapshot, Update,
+    minimal_prefixes, BackendError, Catalog, Interest, KeyTree, ServiceInstance, Snapshot, Update,
 };
 
 use crate::client::{Answer, Api, Body, Target};
@@ -73,24 +73,6 @@ impl Listing {
         });
         Snapshot { keys, catalog }
     }
-}
-
-/// Keeps only prefixes not already covered by a shorter one (`/a` covers
-/// `/a/b`), so each key is read once.
-pub(crate) fn minimal_prefixes(prefixes: &[String]) -> Vec<String> {
-    let mut sorted: Vec<String> = prefixes
-        .iter()
-        .map(|p| sidekick_backend::normalize_key(p))
-        .collect();
-    sorted.sort();
-    sorted.dedup();
-    let mut kept: Vec<String> = Vec::new();
-    for p in sorted {
-        if !kept.iter().any(|k| sidekick_backend::is_under(&p, k)) {
-            kept.push(p);
-        }
-    }
-    kept
 }
 
 /// How many reads run at once during a listing.
@@ -1013,12 +995,5 @@ mod tests {
             0.0,
         );
         assert!(fx.updates.is_empty() && fx.schedule.is_empty());
-    }
-
-    #[test]
-    fn prefixes_are_reduced_to_the_covering_ones() {
-        let p = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(minimal_prefixes(&p(&["/a/b", "/a", "/ab"])), ["/a", "/ab"]);
-        assert_eq!(minimal_prefixes(&p(&["/x", "/"])), ["/"]);
     }
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use etcd_client::{Client, EventType, GetOptions, WatchOptions, WatchStream};
-use sidekick_backend::{is_normal, is_under, normalize_key, BackendError, KeyTree};
+use sidekick_backend::{is_under, normalize_owned, BackendError, KeyTree};
 use tonic::Code;
 
 use crate::config::{config_error, Resolved, MAX_MESSAGE};
@@ -277,12 +277,8 @@ impl Source for Cluster {
                 }
                 for kv in response.take_kvs() {
                     let (key, value) = kv.into_key_value();
-                    let key = owned_text(key);
-                    // Most keys are already in the tree's form: skip a copy.
-                    let key = match is_normal(&key) {
-                        true => key,
-                        false => normalize_key(&key),
-                    };
+                    // Most keys are already in the tree's form: no copy then.
+                    let key = normalize_owned(owned_text(key));
                     if is_under(&key, prefix) {
                         pairs.push((key, owned_text(value)));
                     }
@@ -394,13 +390,6 @@ impl Source for Cluster {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn is_normal_agrees_with_normalize_key() {
-        for key in ["/", "/a", "/a/b", "", "a", "/a/", "//a", "/a//b", "a/b/"] {
-            assert_eq!(is_normal(key), normalize_key(key) == key, "{key:?}");
-        }
-    }
 
     #[test]
     fn describe_keeps_the_innermost_cause() {

@@ -16,9 +16,7 @@ mod keys;
 pub use backoff::Backoff;
 pub use catalog::{Catalog, ServiceInstance};
 pub use error::BackendError;
-pub use keys::{
-    is_normal, is_under, join_prefix, minimal_prefixes, normalize_key, normalize_owned, KeyTree,
-};
+pub use keys::{is_under, join_prefix, minimal_prefixes, normalize_key, normalize_owned, KeyTree};
 
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;

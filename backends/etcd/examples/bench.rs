@@ -4,10 +4,11 @@
 //! 1. put -> destination file latency, median and p99 over `CHANGES` puts,
 //!    next to the put's own gRPC round trip measured in the same run;
 //! 2. CPU ticks and RSS of an idle `--watch` with 100 watched keys;
-//! 3. wall time of `--onetime` over 10,000 keys;
+//! 3. wall time of `--onetime` over 10,000 keys, each run paired with the
+//!    same load by the backend alone (in this process);
 //!
-//! and, to tell the backend's share from the core's, the same latency and the
-//! 10,000-key load measured on the backend alone, in this process.
+//! and, to tell the backend's share from the core's, the same latency measured
+//! on the backend alone.
 //!
 //! Usage: `bench SIDEKICK_BINARY` with optional environment: `CHANGES` (300),
 //! `IDLE_SECS` (60), `ONETIME_RUNS` (20), `BENCH_DIR` (where confdirs and
@@ -62,7 +63,6 @@ fn main() -> Result<()> {
     backend_latency(&runtime, &mut client, &etcd)?;
     idle(&runtime, &mut client, &etcd, &sidekick, &base)?;
     onetime(&runtime, &mut client, &etcd, &sidekick, &base)?;
-    backend_load(&runtime, &etcd)?;
     Ok(())
 }
 
@@ -140,34 +140,6 @@ fn backend_latency(
 }
 
 /// The backend alone: one `load` of the 10,000 keys `onetime` put there.
-fn backend_load(runtime: &tokio::runtime::Runtime, etcd: &support::Etcd) -> Result<()> {
-    let backend = EtcdBackend::new(EtcdConfig {
-        endpoints: vec![etcd.url()],
-        ..Default::default()
-    })?;
-    let interest = interest("/big");
-    let mut times = Vec::new();
-    for i in 0..22 {
-        let started = Instant::now();
-        let snapshot = runtime.block_on(backend.load(&interest))?;
-        if snapshot.keys.len() != 10_000 {
-            return Err(format!("loaded {} keys", snapshot.keys.len()).into());
-        }
-        if i >= 2 {
-            times.push(started.elapsed());
-        }
-    }
-    times.sort();
-    println!("\n== backend alone: load of 10,000 keys (connect + one ranged read)");
-    println!(
-        "median {}  min {}  p90 {}",
-        ms(percentile(&times, 0.5)),
-        ms(times[0]),
-        ms(percentile(&times, 0.9))
-    );
-    Ok(())
-}
-
 /// A confdir with one resource `NAME` rendering `template` from `keys`.
 fn confdir(base: &Path, name: &str, keys: &str, template: &str) -> Result<tempfile::TempDir> {
     let dir = tempfile::Builder::new()
@@ -389,8 +361,25 @@ fn onetime(
         "{% for kv in gets(pattern=\"/big/*\") %}{{ kv.key }}={{ kv.value }}\n{% endfor %}",
     )?;
     let dest = dir.path().join("big.out");
+    // Each run is paired with a load by the backend alone (connect + one
+    // ranged read, in this process): etcd's own time for 10,000 keys moves by
+    // several ms from run to run, and pairing keeps that drift out of the
+    // difference.
+    let backend = EtcdBackend::new(EtcdConfig {
+        endpoints: vec![etcd.url()],
+        ..Default::default()
+    })?;
+    let interest = interest("/big");
     let mut walls = Vec::with_capacity(runs);
+    let mut loads = Vec::with_capacity(runs);
     for i in 0..runs + 2 {
+        let started = Instant::now();
+        let snapshot = runtime.block_on(backend.load(&interest))?;
+        let load = started.elapsed();
+        if snapshot.keys.len() != 10_000 {
+            return Err(format!("loaded {} keys", snapshot.keys.len()).into());
+        }
+        drop(snapshot);
         // Each run renders and writes: remove the last output first.
         let _ = std::fs::remove_file(&dest);
         let started = Instant::now();
@@ -408,16 +397,28 @@ fn onetime(
         }
         if i >= 2 {
             walls.push(wall);
+            loads.push(load);
         }
     }
     let lines = std::fs::read_to_string(&dest)?.lines().count();
     walls.sort();
+    loads.sort();
     println!("\n== --onetime over 10,000 keys ({runs} runs, {lines} lines rendered)");
     println!(
-        "wall: median {}  min {}  p90 {}",
+        "sidekick --onetime, wall:      median {}  min {}  p90 {}",
         ms(percentile(&walls, 0.5)),
         ms(walls[0]),
         ms(percentile(&walls, 0.9))
+    );
+    println!(
+        "backend alone (connect + one ranged read): median {}  min {}  p90 {}",
+        ms(percentile(&loads, 0.5)),
+        ms(loads[0]),
+        ms(percentile(&loads, 0.9))
+    );
+    println!(
+        "difference of medians:         {}",
+        ms(percentile(&walls, 0.5).saturating_sub(percentile(&loads, 0.5)))
     );
     // Peak RSS of one run, when GNU time is there to tell.
     if Path::new("/usr/bin/time").exists() {

@@ -1,8 +1,7 @@
 //! Two link-time choices that keep an idle `sidekick` small.
 //!
 //! Packed relative relocations (DT_RELR), when the C library it is built
-//! against can load them (glibc 2.36 or later):
-//! A position-independent Rust binary carries ~20,000 relative relocations;
+//! against can load them (glibc 2.36 or later). A position-independent Rust binary carries ~20,000 relative relocations;
 //! in the classic format the loader reads 0.5 MB of them at every start, and
 //! those pages stay resident for the life of the process. Packed, they take
 //! 6 KB: about 0.4 MB less resident memory at idle and a smaller file. Older

@@ -1,9 +1,10 @@
 //! Two link-time choices that keep an idle `sidekick` small.
 //!
 //! Packed relative relocations (DT_RELR), when the C library it is built
-//! against can load them (glibc 2.36 or later). A position-independent Rust binary carries ~20,000 relative relocations;
-//! in the classic format the loader reads 0.5 MB of them at every start, and
-//! those pages stay resident for the life of the process. Packed, they take
+//! against can load them (glibc 2.36 or later). A position-independent Rust
+//! binary carries ~20,000 relative relocations; in the classic format the
+//! loader reads 0.5 MB of them at every start, and those pages stay resident
+//! for the life of the process. Packed, they take
 //! 6 KB: about 0.4 MB less resident memory at idle and a smaller file. Older
 //! glibc cannot load such a binary, so the flag is only used when building on
 //! (and for) a new enough one; musl builds (the images) are left as they are.

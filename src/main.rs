@@ -8,13 +8,14 @@ fn main() -> std::process::ExitCode {
 
 /// The static musl build's allocator. musl's own malloc is slow on the many
 /// small allocations of a large load (a 10,000-key etcd `--onetime` took
-/// 42-45 ms with it, 28-37 ms with mimalloc); see docs/decisions.md.
+/// 42-46 ms with it, 28-40 ms with mimalloc); see docs/decisions.md.
 #[cfg(target_env = "musl")]
 mod allocator {
     #[global_allocator]
     static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-    /// `mi_option_purge_delay` in mimalloc.h (the same position in v2 and v3).
+    /// `mi_option_purge_delay` in mimalloc.h (the same position in v2 and v3;
+    /// look again when updating mimalloc).
     const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
 
     extern "C" {

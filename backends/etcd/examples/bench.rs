@@ -139,7 +139,6 @@ fn backend_latency(
     Ok(())
 }
 
-/// The backend alone: one `load` of the 10,000 keys `onetime` put there.
 /// A confdir with one resource `NAME` rendering `template` from `keys`.
 fn confdir(base: &Path, name: &str, keys: &str, template: &str) -> Result<tempfile::TempDir> {
     let dir = tempfile::Builder::new()

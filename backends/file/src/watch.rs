@@ -412,13 +412,24 @@ mod tests {
         snapshot.keys.get(key).map(str::to_string)
     }
 
+    /// A temp dir holding the file `name` with `text`, and a watch of it
+    /// under `prefixes`.
+    fn watching(
+        name: &str,
+        text: &str,
+        prefixes: &[&str],
+    ) -> (tempfile::TempDir, PathBuf, UpdateStream) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        fs::write(&path, text).unwrap();
+        let backend = FileBackend::new([&path], None).unwrap();
+        let stream = backend.watch(&interest(prefixes, false)).unwrap();
+        (dir, path, stream)
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn sees_writes_rename_saves_and_recovers_from_broken_saves() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = dir.path().join("a.yaml");
-        fs::write(&a, "k: 1\n").unwrap();
-        let backend = FileBackend::new([&a], None).unwrap();
-        let mut stream = backend.watch(&interest(&["/"], false)).unwrap();
+        let (_dir, a, mut stream) = watching("a.yaml", "k: 1\n", &["/"]);
 
         let first = next_item(&mut stream).await.unwrap();
         assert_eq!(value(&first, "/k").as_deref(), Some("1"));
@@ -456,11 +467,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_write_in_progress_is_read_when_it_ends() {
         use std::io::Write;
-        let dir = tempfile::tempdir().unwrap();
-        let a = dir.path().join("a.yaml");
-        fs::write(&a, "k: 1\nm: 1\n").unwrap();
-        let backend = FileBackend::new([&a], None).unwrap();
-        let mut stream = backend.watch(&interest(&["/"], false)).unwrap();
+        let (_dir, a, mut stream) = watching("a.yaml", "k: 1\nm: 1\n", &["/"]);
         next_item(&mut stream).await.unwrap();
 
         // Truncated, half written, a pause, the rest, closed: the half file
@@ -482,11 +489,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn deleted_and_recreated_file_keeps_working() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = dir.path().join("a.json");
-        fs::write(&a, r#"{"k": 1}"#).unwrap();
-        let backend = FileBackend::new([&a], None).unwrap();
-        let mut stream = backend.watch(&interest(&["/"], false)).unwrap();
+        let (dir, a, mut stream) = watching("a.json", r#"{"k": 1}"#, &["/"]);
         next_item(&mut stream).await.unwrap();
 
         fs::remove_file(&a).unwrap();
@@ -534,11 +537,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn only_changes_under_the_prefixes_are_sent() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = dir.path().join("a.yaml");
-        fs::write(&a, "app: {x: 1}\nother: 1\n").unwrap();
-        let backend = FileBackend::new([&a], None).unwrap();
-        let mut stream = backend.watch(&interest(&["/app"], false)).unwrap();
+        let (_dir, a, mut stream) = watching("a.yaml", "app: {x: 1}\nother: 1\n", &["/app"]);
         let s = next_item(&mut stream).await.unwrap();
         assert_eq!(s.keys.len(), 1);
 
@@ -572,11 +571,7 @@ mod tests {
 
     #[tokio::test]
     async fn current_thread_runtime_works_and_drop_stops() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = dir.path().join("a.toml");
-        fs::write(&a, "k = 1\n").unwrap();
-        let backend = FileBackend::new([&a], None).unwrap();
-        let mut stream = backend.watch(&interest(&["/"], false)).unwrap();
+        let (_dir, a, mut stream) = watching("a.toml", "k = 1\n", &["/"]);
         next_item(&mut stream).await.unwrap();
         fs::write(&a, "k = 2\n").unwrap();
         let s = next_item(&mut stream).await.unwrap();

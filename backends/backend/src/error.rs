@@ -46,9 +46,46 @@ pub enum BackendError {
     },
 }
 
+/// The kind of a [`BackendError`], without its text: what the watch driver and
+/// the core compare to log a failure once per change of state, not once per
+/// retry or per change of wording.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// [`BackendError::Unavailable`].
+    Unavailable,
+    /// [`BackendError::Invalid`].
+    Invalid,
+    /// [`BackendError::Denied`].
+    Denied,
+    /// [`BackendError::Config`]: retrying cannot help.
+    Config,
+}
+
+impl ErrorKind {
+    /// A short name for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Invalid => "invalid",
+            ErrorKind::Denied => "denied",
+            ErrorKind::Config => "config",
+        }
+    }
+}
+
 impl BackendError {
     /// True for errors that may go away by themselves (retry with backoff).
     pub fn is_transient(&self) -> bool {
         matches!(self, BackendError::Unavailable { .. })
+    }
+
+    /// The kind of error, for logging once per state change.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            BackendError::Unavailable { .. } => ErrorKind::Unavailable,
+            BackendError::Invalid { .. } => ErrorKind::Invalid,
+            BackendError::Denied { .. } => ErrorKind::Denied,
+            BackendError::Config { .. } => ErrorKind::Config,
+        }
     }
 }

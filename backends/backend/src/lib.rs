@@ -10,12 +10,14 @@
 
 mod backoff;
 mod catalog;
+pub mod driver;
 mod error;
 mod keys;
 
 pub use backoff::Backoff;
 pub use catalog::{Catalog, ServiceInstance};
-pub use error::BackendError;
+pub use driver::{drive, poll, Label, Machine, Step};
+pub use error::{BackendError, ErrorKind};
 pub use keys::{is_under, join_prefix, minimal_prefixes, normalize_key, normalize_owned, KeyTree};
 
 use futures::future::BoxFuture;
@@ -87,8 +89,14 @@ pub trait Backend: Send + Sync {
     fn load<'a>(&'a self, interest: &'a Interest) -> BoxFuture<'a, Result<Snapshot, BackendError>>;
 
     /// Starts watching `interest`, or `None` when the backend cannot watch and the
-    /// core should poll every `--interval` instead. Dropping the stream stops the
-    /// watch and everything it started.
+    /// core should poll every `--interval` instead ([`poll`]). Dropping the stream
+    /// stops the watch and everything it started.
+    ///
+    /// The contract: the first `Ok` item is a batch that starts with an
+    /// [`Update::Snapshot`] of everything `interest` covers; the core waits for
+    /// it before the first render. Watches are written as a [`Machine`] run by
+    /// [`drive`], so backoff and error reporting are the same everywhere.
+    /// [`Backend::load`] serves `--onetime` and polling only.
     fn watch(&self, interest: &Interest) -> Option<UpdateStream> {
         let _ = interest;
         None

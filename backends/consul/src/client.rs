@@ -2,9 +2,10 @@
 //! prefix read (`/v1/kv/<prefix>?recurse`), the service list
 //! (`/v1/catalog/services`) and a service's instances with their checks
 //! (`/v1/health/service/<name>`), each optionally as a blocking query
-//! (`index`, `wait`). Answers become key-tree entries and
-//! [`ServiceInstance`]s here; HTTP failures become [`BackendError`]s that name
-//! the agent and path (never the token).
+//! (`index`, `wait`, optionally `stale`). Answers become key-tree entries
+//! and [`ServiceInstance`]s here; HTTP failures become [`BackendError`]s that
+//! name the agent and path (never the token). Paths and query values are
+//! percent-encoded with the `percent-encoding` crate.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -12,6 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use reqwest::StatusCode;
 use serde::Deserialize;
 use sidekick_backend::{is_under, normalize_key, BackendError, ServiceInstance};
@@ -36,11 +38,17 @@ impl Target {
         match self {
             // Consul keys have no leading slash: `/myapp/db` is `myapp/db`,
             // and `/` (everything) is the empty key.
-            Target::Kv(prefix) => {
-                format!("/v1/kv/{}", encode(prefix.trim_start_matches('/'), true))
-            }
+            Target::Kv(prefix) => format!(
+                "/v1/kv/{}",
+                utf8_percent_encode(prefix.trim_start_matches('/'), KEY_PATH)
+            ),
             Target::Services => "/v1/catalog/services".to_string(),
-            Target::Health(name) => format!("/v1/health/service/{}", encode(name, false)),
+            Target::Health(name) => {
+                format!(
+                    "/v1/health/service/{}",
+                    utf8_percent_encode(name, COMPONENT)
+                )
+            }
         }
     }
 }
@@ -71,6 +79,9 @@ pub(crate) struct Answer {
     /// The agent said ACLs hid part of the result
     /// (`X-Consul-Results-Filtered-By-ACLs: true`).
     pub filtered: bool,
+    /// `X-Consul-LastContact`: how long before answering the server had
+    /// last heard from the leader (0 from the leader itself), when sent.
+    pub last_contact: Option<Duration>,
 }
 
 /// The agents and the HTTP client, shared by loads and watches.
@@ -100,14 +111,23 @@ impl Api {
 
     /// Reads `target`. With `index > 0` this is a blocking query: the agent
     /// holds it until the result's index passes `index` or `wait` elapses.
-    pub async fn read(&self, target: &Target, index: Option<u64>) -> Result<Answer, BackendError> {
+    /// With `stale` any Consul server may answer, not only the leader.
+    pub async fn read(
+        &self,
+        target: &Target,
+        index: Option<u64>,
+        stale: bool,
+    ) -> Result<Answer, BackendError> {
         let path = target.path();
         let mut query: Vec<String> = Vec::new();
         if let Target::Kv(_) = target {
             query.push("recurse".into());
         }
         if let Some(dc) = &self.cfg.dc {
-            query.push(format!("dc={dc}"));
+            query.push(format!("dc={}", utf8_percent_encode(dc, COMPONENT)));
+        }
+        if stale {
+            query.push("stale".into());
         }
         let timing = &self.cfg.timing;
         let timeout = match index {
@@ -173,6 +193,9 @@ impl Api {
             .and_then(|v| v.trim().parse::<u64>().ok())
             .unwrap_or(0);
         let filtered = header("X-Consul-Results-Filtered-By-ACLs").as_deref() == Some("true");
+        let last_contact = header("X-Consul-LastContact")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_millis);
         let bytes = match response.bytes().await {
             Ok(b) => b,
             Err(e) => {
@@ -193,6 +216,7 @@ impl Api {
                     index,
                     body: Body::Kv(BTreeMap::new()),
                     filtered,
+                    last_contact,
                 })
             }
             StatusCode::FORBIDDEN => {
@@ -263,6 +287,7 @@ impl Api {
             index,
             body,
             filtered,
+            last_contact,
         })
     }
 
@@ -412,21 +437,16 @@ impl HealthEntry {
     }
 }
 
-/// Percent-encodes `s` for a URL path (`/` kept when `keep_slash`) or a query
-/// value: everything but RFC 3986's unreserved characters is escaped.
-pub(crate) fn encode(s: &str, keep_slash: bool) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                out.push(char::from(b))
-            }
-            b'/' if keep_slash => out.push('/'),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
-}
+/// What is escaped in a path segment or query value: everything but RFC
+/// 3986's unreserved characters (`A-Z a-z 0-9 - . _ ~`).
+const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// A KV key in a path: as [`COMPONENT`], with its `/` kept.
+const KEY_PATH: &AsciiSet = &COMPONENT.remove(b'/');
 
 /// `wait` as Consul reads it (a Go duration): whole seconds when possible.
 fn go_duration(d: Duration) -> String {
@@ -513,6 +533,10 @@ mod tests {
         assert_eq!(
             Target::Health("a/b".into()).path(),
             "/v1/health/service/a%2Fb"
+        );
+        assert_eq!(
+            Target::Kv("/a~b/ü?#".into()).path(),
+            "/v1/kv/a~b/%C3%BC%3F%23"
         );
         assert_eq!(go_duration(Duration::from_secs(300)), "300s");
         assert_eq!(go_duration(Duration::from_millis(1500)), "1500ms");

@@ -55,8 +55,9 @@ impl fmt::Debug for ConsulConfig {
     }
 }
 
-/// Timeouts, blocking-query length and retry pacing. The defaults follow
-/// Consul's guidance for blocking queries; tests and benchmarks shorten them.
+/// Timeouts, blocking-query length, re-query pacing and retry delays. The
+/// defaults follow Consul's guidance for blocking queries; tests and
+/// benchmarks shorten them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timing {
     /// Limit on opening a TCP (and TLS) connection to an agent, so that a
@@ -68,13 +69,22 @@ pub struct Timing {
     /// `wait` of each blocking query: how long the agent may hold it when
     /// nothing changes (Consul's default is 5 minutes, its maximum 10).
     pub wait: Duration,
-    /// Least time between the starts of two blocking queries on the same
-    /// endpoint. A query that blocked longer than this is re-issued at once;
-    /// one that returned sooner (a key changing in a loop) waits out the rest,
-    /// so a flapping key costs at most one request per interval per endpoint
-    /// and the changes in between arrive as one batch.
-    pub min_interval: Duration,
-    /// First delay before retrying after a failure; doubles each time.
+    /// Refill interval of each query's token bucket: in the long run a query
+    /// is re-sent at most once per interval (10 per second by default), so a
+    /// key changing in a loop degrades into polling at that rate, with the
+    /// changes in between arriving as one batch.
+    pub requery_interval: Duration,
+    /// Size of each query's token bucket: how many re-queries may go out at
+    /// once, with no wait, before [`Timing::requery_interval`] paces them.
+    /// A few changes in quick succession thus each arrive at once. At least 1.
+    pub requery_burst: u32,
+    /// Blocking queries ask for `stale` reads (any Consul server answers,
+    /// not only the leader). An answer from a server that last heard from the
+    /// leader longer ago than this (`X-Consul-LastContact`) is followed by one
+    /// default (leader) read of the same query. `None`: no stale reads.
+    pub max_stale: Option<Duration>,
+    /// First delay of the watch's [`Backoff`](sidekick_backend::Backoff)
+    /// after a failure; doubles each time.
     pub backoff_start: Duration,
     /// Longest delay between retries.
     pub backoff_cap: Duration,
@@ -86,7 +96,9 @@ impl Default for Timing {
             connect_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(10),
             wait: Duration::from_secs(5 * 60),
-            min_interval: Duration::from_millis(100),
+            requery_interval: Duration::from_millis(100),
+            requery_burst: 5,
+            max_stale: Some(Duration::from_secs(2)),
             backoff_start: Duration::from_millis(200),
             backoff_cap: Duration::from_secs(3),
         }
@@ -109,7 +121,7 @@ pub(crate) struct Resolved {
     /// The token, only to scrub it from agent messages; it is sent through the
     /// client's default headers.
     pub token: Option<String>,
-    /// Datacenter, already percent-encoded for the query string.
+    /// Datacenter (`?dc=`), trimmed; the client encodes it.
     pub dc: Option<String>,
     pub http: reqwest::Client,
     pub timing: Timing,
@@ -168,7 +180,7 @@ impl Resolved {
 
         let dc = match config.datacenter.as_deref().map(str::trim) {
             None | Some("") => None,
-            Some(dc) => Some(crate::client::encode(dc, false)),
+            Some(dc) => Some(dc.to_string()),
         };
 
         let mut builder = reqwest::Client::builder()

@@ -15,10 +15,12 @@
 //!
 //! A watch keeps one blocking query (`?index=<X-Consul-Index>&wait=5m`) per
 //! prefix, one on the service list and one per service, and merges what they
-//! return into one stream of batches; see the `watch` module for Consul's
-//! index rules, the rate limit and the backoff. A watch started right after a
-//! load resumes from the indexes that load saw, so nothing in between is lost
-//! and nothing is read twice.
+//! return into one stream of batches. It is a state machine run by
+//! `sidekick_backend::drive`, which owns the retry backoff and reports each
+//! outage once; a watch always starts by reading everything and sends it as
+//! its first item, one `Update::Snapshot`. See the `watch` module for
+//! Consul's index rules, the per-query rate limit (a token bucket) and the
+//! `stale` reads of blocking queries.
 //!
 //! ACL tokens go in the `X-Consul-Token` header and never reach a log line or
 //! an error; a 403 names the path and says the token was refused. TLS (CA,
@@ -31,16 +33,18 @@ mod client;
 mod config;
 mod watch;
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use sidekick_backend::{Backend, BackendError, Interest, Snapshot, UpdateStream};
+use sidekick_backend::{
+    drive, Backend, BackendError, Backoff, Interest, Label, Snapshot, UpdateStream,
+};
 
 pub use config::{ConsulConfig, Timing, DEFAULT_NODE};
 
 use client::Api;
-use watch::{Listing, Watcher};
+use watch::Watch;
 
 /// The backend's name in logs and errors, and for `--backend`.
 pub const NAME: &str = "consul";
@@ -52,9 +56,6 @@ pub const NAME: &str = "consul";
 /// load and watch.
 pub struct ConsulBackend {
     api: Arc<Api>,
-    /// What the last load read, with its indexes, so that a watch on the same
-    /// interest starts blocking from there.
-    last_load: Mutex<Option<(Interest, Listing)>>,
 }
 
 impl ConsulBackend {
@@ -66,7 +67,8 @@ impl ConsulBackend {
     }
 
     /// Like [`ConsulBackend::new`], with other timeouts, blocking-query wait,
-    /// rate limit and backoff (tests and benchmarks use short ones).
+    /// re-query pacing, staleness bound and backoff (tests and benchmarks use
+    /// short ones).
     pub fn with_timing(
         config: ConsulConfig,
         timing: Timing,
@@ -74,7 +76,6 @@ impl ConsulBackend {
         let resolved = config::Resolved::new(&config, timing)?;
         Ok(ConsulBackend {
             api: Arc::new(Api::new(resolved)),
-            last_load: Mutex::new(None),
         })
     }
 
@@ -94,7 +95,7 @@ impl Backend for ConsulBackend {
     /// [`BackendError::Unavailable`] naming the address.
     fn load<'a>(&'a self, interest: &'a Interest) -> BoxFuture<'a, Result<Snapshot, BackendError>> {
         async move {
-            let listing = watch::list(&self.api, interest).await?;
+            let listing = watch::list(&*self.api, interest).await?;
             let snapshot = listing.snapshot();
             tracing::debug!(
                 backend = NAME,
@@ -103,36 +104,25 @@ impl Backend for ConsulBackend {
                 services = listing.health.len(),
                 "loaded"
             );
-            *self
-                .last_load
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner) = Some((interest.clone(), listing));
             Ok(snapshot)
         }
         .boxed()
     }
 
-    /// One stream for the whole interest. Started right after a load of the
-    /// same interest it blocks from that load's indexes; otherwise it reads
-    /// everything first and sends it as one [`Update::Snapshot`](sidekick_backend::Update).
+    /// One stream for the whole interest: it reads everything first and
+    /// sends it as one [`Update::Snapshot`](sidekick_backend::Update), then
+    /// blocks on each query's index. Failures are retried with a
+    /// [`Backoff`] from [`Timing::backoff_start`] to [`Timing::backoff_cap`].
     /// Dropping the stream cancels every query in flight.
     fn watch(&self, interest: &Interest) -> Option<UpdateStream> {
-        let last = self
-            .last_load
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        let watcher = match last {
-            Some((loaded, listing)) if &loaded == interest => {
-                Watcher::resume(Arc::clone(&self.api), interest.clone(), listing)
-            }
-            _ => Watcher::new(Arc::clone(&self.api), interest.clone()),
+        let timing = *self.api.timing();
+        let machine = Watch::new(Arc::clone(&self.api), interest.clone(), timing);
+        let backoff = Backoff::new(timing.backoff_start, timing.backoff_cap);
+        let label = Label {
+            backend: NAME,
+            endpoint: self.api.label(),
         };
-        let stream = futures::stream::unfold(watcher, |mut watcher| async move {
-            let item = watcher.next_item().await;
-            Some((item, watcher))
-        });
-        Some(futures::StreamExt::boxed(stream))
+        Some(drive(machine, backoff, label))
     }
 
     fn has_catalog(&self) -> bool {

@@ -18,7 +18,9 @@ fn timing() -> Timing {
         connect_timeout: Duration::from_secs(1),
         request_timeout: Duration::from_secs(5),
         wait: Duration::from_secs(5),
-        min_interval: Duration::from_millis(100),
+        requery_interval: Duration::from_millis(100),
+        requery_burst: 5,
+        max_stale: Some(Duration::from_secs(2)),
         backoff_start: Duration::from_millis(50),
         backoff_cap: Duration::from_millis(400),
     }
@@ -201,6 +203,32 @@ async fn kv_load_and_change() {
     .await;
     assert!(view.errors.is_empty(), "{:?}", view.errors);
     assert!(view.get(&format!("{p}/apple")).is_none());
+}
+
+#[tokio::test]
+async fn blocking_queries_read_stale_and_the_listing_does_not() {
+    let consul = Consul::start();
+    let Some(fake) = consul.fake("the request log") else {
+        return;
+    };
+    let p = consul.prefix();
+    let b = backend(&consul);
+    let mut view = View::default();
+    let mut stream = b.watch(&interest(vec![p.clone()], false)).expect("watch");
+    view.until_blocking(&mut stream, fake).await;
+    let kv: Vec<String> = fake
+        .log()
+        .into_iter()
+        .filter(|l| l.starts_with("GET /v1/kv/"))
+        .collect();
+    assert!(
+        !kv[0].contains("index=") && !kv[0].contains("stale"),
+        "{kv:#?}"
+    );
+    assert!(
+        kv[1].contains("index=") && kv[1].contains("stale"),
+        "{kv:#?}"
+    );
 }
 
 #[tokio::test]
@@ -598,8 +626,8 @@ async fn burst_of_changes_arrives_in_few_batches() {
         view.batches
     );
     // At most one batch per re-query interval (100 ms) while the burst
-    // lasts, plus the first and the last.
-    let bound = 3 + (took.as_millis() / 100) as usize;
+    // lasts, after the bucket's five at once, plus the first and the last.
+    let bound = 3 + 5 + (took.as_millis() / 100) as usize;
     assert!(
         view.batches <= bound.min(50),
         "{} batches for 200 changes written in {took:?}",
@@ -650,6 +678,7 @@ async fn flapping_key_is_rate_limited() {
         view.batches
     );
     assert!(writes > 50, "the key did flap ({writes} writes)");
-    // 100 ms apart at least: about 10 in a second, plus slack.
-    assert!(reads <= 14, "{reads} reads in one second");
+    // The bucket's five at once, then one per 100 ms: about 15 in a second,
+    // plus slack.
+    assert!(reads <= 19, "{reads} reads in one second");
 }

@@ -23,6 +23,43 @@ use std::sync::Arc;
 /// thread.
 pub(crate) const MAX_DEPTH: usize = 200;
 
+static NO_VALUE: Value = Value::NoValue;
+
+/// The fast path of `{{.A.B}}`, `{{$x.A}}` and `{{.}}`: the printed value
+/// found by reference, without cloning it. `None` when the action is anything
+/// else or the lookup would fail (the general path then reports the error).
+fn lookup<'v>(vars: &'v [(&str, Value)], dot: &'v Value, pipe: &Pipe) -> Option<&'v Value> {
+    if !pipe.decl.is_empty() || pipe.cmds.len() != 1 || pipe.cmds[0].args.len() != 1 {
+        return None;
+    }
+    let (mut cur, idents) = match &pipe.cmds[0].args[0] {
+        Arg::Field { idents, .. } => (dot, &idents[..]),
+        Arg::Dot(_) => (dot, &[][..]),
+        Arg::Variable { name, idents, .. } => (
+            vars.iter()
+                .rev()
+                .find(|(n, _)| *n == &**name)
+                .map(|(_, v)| v)?,
+            &idents[..],
+        ),
+        _ => return None,
+    };
+    for name in idents {
+        match cur {
+            Value::Map(m) => match m.get(&**name) {
+                Some(v) => cur = v,
+                None => return Some(&NO_VALUE),
+            },
+            Value::NoValue => return Some(&NO_VALUE),
+            _ => return None,
+        }
+    }
+    match cur {
+        Value::Func(_) => None,
+        v => Some(v),
+    }
+}
+
 /// What a walk asks of the enclosing range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Flow {
@@ -87,6 +124,10 @@ impl<'a> Exec<'a> {
         match node {
             Node::Text(t) => self.out.push_str(t),
             Node::Action(pipe) => {
+                if let Some(v) = lookup(&self.vars, dot, pipe) {
+                    write_value(&mut self.out, v);
+                    return Ok(Flow::Normal);
+                }
                 let v = self.eval_pipeline(dot, pipe)?;
                 if pipe.decl.is_empty() {
                     if let Value::Func(_) = v {

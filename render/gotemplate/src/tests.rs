@@ -668,7 +668,11 @@ fn bench_range_10k() {
     .unwrap();
     let mut times = Vec::new();
     let mut len = 0;
-    for _ in 0..50 {
+    let iters: usize = std::env::var("BENCH_ITERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(50);
+    for _ in 0..iters {
         let start = Instant::now();
         len = t.execute(&Value::Nil).unwrap().len();
         times.push(start.elapsed());

@@ -174,12 +174,30 @@ impl<'a> Exec<'a> {
         index: impl FnOnce() -> Value,
         elem: &Value,
     ) -> R<bool> {
-        let n = b.pipe.decl.len();
-        if n > 0 {
-            self.vars[mark - 1].1 = elem.clone();
-        }
-        if n > 1 {
-            self.vars[mark - 2].1 = index();
+        let decl = &b.pipe.decl;
+        if b.pipe.is_assign {
+            // `range $i, $v = ...` assigns outer variables, index first.
+            let mut set = |name: &str, v: Value| {
+                if let Some(slot) = self.vars.iter_mut().rev().find(|(n, _)| *n == name) {
+                    slot.1 = v;
+                }
+            };
+            match &decl[..] {
+                [v] => set(v, elem.clone()),
+                [i, v, ..] => {
+                    set(i, index());
+                    set(v, elem.clone());
+                }
+                [] => {}
+            }
+        } else {
+            // Declared variables sit on top of the stack, the element last.
+            if !decl.is_empty() {
+                self.vars[mark - 1].1 = elem.clone();
+            }
+            if decl.len() > 1 {
+                self.vars[mark - 2].1 = index();
+            }
         }
         let flow = self.walk_list(elem, &b.list)?;
         self.vars.truncate(mark);

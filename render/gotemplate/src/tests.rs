@@ -91,291 +91,12 @@ fn ok(input: &str, data: &Value) -> String {
     }
 }
 
-/// (input, expected output) pairs that must succeed on `tval()`.
-const EXEC_OK: &[(&str, &str)] = &[
-    // Trivial cases.
-    ("", ""),
-    ("some text", "some text"),
-    // Fields.
-    ("-{{.X}}-", "-x-"),
-    ("-{{.U.V}}-", "-v-"),
-    ("{{.MSI.one}}", "1"),
-    ("{{.MSI.two}}", "2"),
-    ("{{.MSI.NO}}", "<no value>"),
-    ("{{.Nope.Deeper}}", "<no value>"),
-    ("{{.Empty0}}", "<nil>"),
-    ("{{.Empty3}}", "[7 8]"),
-    ("{{.Empty4}}", "map[V:UinEmpty]"),
-    ("{{.Empty4.V}}", "UinEmpty"),
-    // Variables.
-    ("{{$.I}}", "17"),
-    ("{{$.U.V}}", "v"),
-    ("{{$x := $.U.V}}{{$x}}", "v"),
-    ("{{$x := 1}}{{$x = 2}}{{$x}}", "2"),
-    ("{{$x := 1}}{{if true}}{{$x = 2}}{{end}}{{$x}}", "2"),
-    ("{{$x := 1}}{{if true}}{{$x := 2}}{{$x}}{{end}}{{$x}}", "21"),
-    ("{{$x := 0}}{{range .SI}}{{$x = .}}{{end}}{{$x}}", "5"),
-    ("{{with $x := .I}}{{$x}}{{end}}", "17"),
-    ("{{with $x := $}}{{$x.U.V}}{{end}}", "v"),
-    ("{{with $x := $}}{{$y := $.U.V}}{{$y}}{{end}}", "v"),
-    (
-        "{{if $x := true}}{{with $y := .I}}{{$x}},{{$y}}{{end}}{{end}}",
-        "true,17",
-    ),
-    (
-        "{{if $x := true}}{{with $x := .I}}{{$x}},{{end}}{{$x}}{{end}}",
-        "17,true",
-    ),
-    ("{{$x := .MSI.NO}}{{$x}}", "<no value>"),
-    // Parens and chains.
-    (
-        "{{printf `%d %d %d` (1) (2 | add 3) (add 4 (add 5 6))}}",
-        "1 5 15",
-    ),
-    ("{{($).X}}", "x"),
-    ("{{($ | echo).X}}", "x"),
-    (r#"{{(makemap "up" "down" "left" "right").left}}"#, "right"),
-    ("{{mapOfThree.three}}-{{(mapOfThree).three}}", "3-3"),
-    ("{{print (.U).V}}", "v"),
-    // Pipelines.
-    ("{{.X | printf \"%s!\"}}", "x!"),
-    ("{{\"aaa\" | oneArg}}", "oneArg=aaa"),
-    ("{{1 | printf \"%d-%d\" 2}}", "2-1"),
-    ("{{\"aaa\"|printf }}", "aaa"),
-    // Literals.
-    (
-        "{{1}} {{-2}} {{0x1F}} {{0o17}} {{0b11}} {{1_000}}",
-        "1 -2 31 15 3 1000",
-    ),
-    (
-        "{{1.5}} {{1e6}} {{1e-7}} {{2.0}} {{100000.0}}",
-        "1.5 1e+06 1e-07 2 100000",
-    ),
-    ("{{'a'}} {{'\\n'}}", "97 10"),
-    ("{{\"a\\tb\"}} {{`raw\\n`}}", "a\tb raw\\n"),
-    ("{{true}} {{false}}", "true false"),
-    (
-        "{{typeOf 3}} {{typeOf 1.0}} {{typeOf 1e1}} {{typeOf 0xef}} {{typeOf 'x'}}",
-        "int float64 float64 int int",
-    ),
-    // If.
-    ("{{if true}}TRUE{{end}}", "TRUE"),
-    ("{{if false}}TRUE{{else}}FALSE{{end}}", "FALSE"),
-    ("{{if 1}}NON-ZERO{{else}}ZERO{{end}}", "NON-ZERO"),
-    ("{{if 0}}NON-ZERO{{else}}ZERO{{end}}", "ZERO"),
-    ("{{if 1.5}}NON-ZERO{{else}}ZERO{{end}}", "NON-ZERO"),
-    ("{{if .FloatZero}}NON-ZERO{{else}}ZERO{{end}}", "ZERO"),
-    ("{{if ``}}NON-EMPTY{{else}}EMPTY{{end}}", "EMPTY"),
-    (
-        "{{if `notempty`}}NON-EMPTY{{else}}EMPTY{{end}}",
-        "NON-EMPTY",
-    ),
-    ("{{if .SIEmpty}}NON-EMPTY{{else}}EMPTY{{end}}", "EMPTY"),
-    ("{{if .SI}}NON-EMPTY{{else}}EMPTY{{end}}", "NON-EMPTY"),
-    ("{{if .MSIEmpty}}NON-EMPTY{{else}}EMPTY{{end}}", "EMPTY"),
-    ("{{if .MSI}}NON-EMPTY{{else}}EMPTY{{end}}", "NON-EMPTY"),
-    ("{{if .MSI.none}}NON-ZERO{{else}}ZERO{{end}}", "ZERO"),
-    ("{{if not .MSI.none}}ZERO{{else}}NON-ZERO{{end}}", "ZERO"),
-    ("{{if .Empty0}}non-nil{{else}}nil{{end}}", "nil"),
-    ("{{if false}}FALSE{{else if true}}TRUE{{end}}", "TRUE"),
-    (
-        "{{if eq 1 3}}1{{else if eq 2 3}}2{{else if eq 3 3}}3{{end}}",
-        "3",
-    ),
-    (
-        "{{if eq 1 3}}1{{else if eq 2 3}}2{{else}}none{{end}}",
-        "none",
-    ),
-    // With.
-    ("{{with true}}{{.}}{{end}}", "true"),
-    ("{{with false}}{{.}}{{else}}FALSE{{end}}", "FALSE"),
-    ("{{with 1}}{{.}}{{else}}ZERO{{end}}", "1"),
-    ("{{with 0}}{{.}}{{else}}ZERO{{end}}", "ZERO"),
-    ("{{with 1.5}}{{.}}{{else}}ZERO{{end}}", "1.5"),
-    ("{{with ``}}{{.}}{{else}}EMPTY{{end}}", "EMPTY"),
-    ("{{with .SI}}{{.}}{{else}}EMPTY{{end}}", "[3 4 5]"),
-    ("{{with .MSIone}}{{.}}{{else}}EMPTY{{end}}", "map[one:1]"),
-    ("{{with .Empty4}}{{.V}}{{end}}", "UinEmpty"),
-    (
-        "{{with .SIEmpty}}x{{else with .SI}}{{index . 0}}{{end}}",
-        "3",
-    ),
-    ("{{with 0}}x{{else with ``}}y{{else}}z{{end}}", "z"),
-    // Range.
-    ("{{range .SI}}-{{.}}-{{end}}", "-3--4--5-"),
-    ("{{range .SIEmpty}}-{{.}}-{{end}}", ""),
-    ("{{range .SI}}-{{.}}-{{else}}EMPTY{{end}}", "-3--4--5-"),
-    ("{{range .SIEmpty}}-{{.}}-{{else}}EMPTY{{end}}", "EMPTY"),
-    ("{{range .SB}}-{{.}}-{{end}}", "-true--false-"),
-    ("{{range .MSI}}-{{.}}-{{end}}", "-1--3--2-"),
-    ("{{range .MSIEmpty}}-{{.}}-{{else}}EMPTY{{end}}", "EMPTY"),
-    ("{{range .Empty3}}-{{.}}-{{else}}EMPTY{{end}}", "-7--8-"),
-    ("{{range .Empty0}}-{{.}}-{{end}}", ""),
-    ("{{range .Missing}}-{{.}}-{{else}}none{{end}}", "none"),
-    ("{{range $x := .SI}}<{{$x}}>{{end}}", "<3><4><5>"),
-    (
-        "{{range $x, $y := .SI}}<{{$x}}={{$y}}>{{end}}",
-        "<0=3><1=4><2=5>",
-    ),
-    ("{{range $x := .MSIone}}<{{$x}}>{{end}}", "<1>"),
-    (
-        "{{range $x, $y := .MSIone}}<{{$x}}={{$y}}>{{end}}",
-        "<one=1>",
-    ),
-    (
-        "{{range $k, $v := .MSI}}{{$k}}={{$v}};{{end}}",
-        "one=1;three=3;two=2;",
-    ),
-    (
-        "{{range $x := .SI}}<{{$foo:=$x}}{{$x}}>{{end}}",
-        "<3><4><5>",
-    ),
-    (
-        "{{range .SMSI}}[{{.one}}{{.eleven}}]{{end}}",
-        "[1<no value>][<no value>11]",
-    ),
-    ("{{range 3}}{{.}}{{end}}", "012"),
-    ("{{range $i := 3}}{{$i}}{{end}}", "012"),
-    ("{{range 0}}x{{else}}none{{end}}", "none"),
-    (
-        "{{range .SI}}{{if eq . 4}}{{break}}{{end}}{{.}}{{end}}",
-        "3",
-    ),
-    (
-        "{{range .SI}}{{if eq . 4}}{{continue}}{{end}}{{.}}{{end}}",
-        "35",
-    ),
-    (
-        "{{range .SI}}{{range .}}{{if eq . 1}}{{break}}{{end}}{{.}}{{end}};{{end}}",
-        "0;0;0;",
-    ),
-    (
-        "{{range $i, $v := .SI}}{{if $i}},{{end}}{{$v}}{{end}}",
-        "3,4,5",
-    ),
-    ("{{range .MSIone}}{{if $.U.V}}{{$.U.V}}{{end}}{{end}}", "v"),
-    ("{{range .SI}}{{$.X}}{{end}}", "xxx"),
-    // Booleans.
-    ("{{not true}} {{not false}}", "false true"),
-    (
-        "{{and false 0}} {{and 1 0}} {{and 0 true}} {{and 1 1}}",
-        "false 0 0 1",
-    ),
-    (
-        "{{or 0 0}} {{or 1 0}} {{or 0 true}} {{or 1 1}}",
-        "0 1 true 1",
-    ),
-    ("{{if and true 1 `hi`}}TRUE{{else}}FALSE{{end}}", "TRUE"),
-    (
-        "{{if and true 1 `hi` | not}}TRUE{{else}}FALSE{{end}}",
-        "FALSE",
-    ),
-    ("{{or .SI \"slice is empty\"}}", "[3 4 5]"),
-    ("{{or .SIEmpty \"slice is empty\"}}", "slice is empty"),
-    // Short-circuit: the failing function is never called.
-    ("{{and false fail}} {{or true fail}}", "false true"),
-    ("{{or .MSI.nokey \"default\"}}", "default"),
-    ("{{and 1 2 | printf \"%v\"}}", "2"),
-    // Comparisons.
-    (
-        "{{eq 1 1}} {{eq 1 2}} {{eq \"a\" \"a\"}} {{eq .X \"x\" \"y\"}}",
-        "true false true true",
-    ),
-    (
-        "{{ne 1 2}} {{lt 1 2}} {{le 2 2}} {{gt 3 2}} {{ge 1 2}}",
-        "true true true true false",
-    ),
-    (
-        "{{lt 1.5 2.5}} {{lt \"a\" \"b\"}} {{eq true true}}",
-        "true true true",
-    ),
-    ("{{eq .Empty0 \"x\"}} {{eq .MSI.nokey 1}}", "false false"),
-    // Indexing.
-    ("{{index .SI 0}}", "3"),
-    ("{{index .SI 1}}", "4"),
-    ("{{index .MSI `one`}}", "1"),
-    ("{{index .MSI `XXX`}}", "<nil>"),
-    ("{{index .SMSI 1 `eleven`}}", "11"),
-    ("{{index \"hi\" 0}}", "104"),
-    (
-        "{{slice .SI 1}} {{slice .SI 1 2}} {{slice .SI}}",
-        "[4 5] [4] [3 4 5]",
-    ),
-    ("{{slice \"hello\" 1 3}}", "el"),
-    ("{{len .SI}} {{len .MSI}} {{len \"abc\"}}", "3 3 3"),
-    // Printing.
-    ("{{print \"hello, print\"}}", "hello, print"),
-    ("{{print 1 2 3}}", "1 2 3"),
-    ("{{print nil}}", "<nil>"),
-    ("{{print \"a\" 1 2 \"b\"}}", "a1 2b"),
-    ("{{println 1 2 3}}", "1 2 3\n"),
-    ("{{printf \"%04x\" 127}}", "007f"),
-    ("{{printf \"%g\" 3.5}}", "3.5"),
-    ("{{printf \"%s\" \"hello\"}}", "hello"),
-    ("{{printf \"%s\" .U.V}}", "v"),
-    ("{{with .I}}{{printf \"%d\" .}}{{end}}", "17"),
-    (
-        "{{printf \"%5d|%-5s|%.2f|%t|%q|%v\" 42 \"ab\" 3.14159 true \"q\" .SI}}",
-        "   42|ab   |3.14|true|\"q\"|[3 4 5]",
-    ),
-    ("{{printf \"%v %v\" .MSI.nokey nil}}", "<nil> <nil>"),
-    ("{{printf \"%d\" \"x\"}}", "%!d(string=x)"),
-    ("{{printf \"%T\" 0xef}}", "int"),
-    (
-        "{{printf \"%x %X %o %e %c %U %%\" 255 255 8 1234.5 65 65}}",
-        "ff FF 10 1.234500e+03 A U+0041 %",
-    ),
-    ("{{.MSI}}", "map[one:1 three:3 two:2]"),
-    ("{{.SMSI}}", "[map[one:1 two:2] map[eleven:11 twelve:12]]"),
-    // HTML, JS, URL.
-    (
-        "{{html \"<script>alert(\\\"XSS\\\");</script>\"}}",
-        "&lt;script&gt;alert(&#34;XSS&#34;);&lt;/script&gt;",
-    ),
-    (
-        "{{printf \"<script>alert(\\\"XSS\\\");</script>\" | html}}",
-        "&lt;script&gt;alert(&#34;XSS&#34;);&lt;/script&gt;",
-    ),
-    ("{{html .PS}}", "a string"),
-    ("{{js \"It'd be nice.\"}}", "It\\'d be nice."),
-    (
-        "{{\"http://www.example.org/\"|urlquery}}",
-        "http%3A%2F%2Fwww.example.org%2F",
-    ),
-    ("{{urlquery \"a b\" 1}}", "a+b1"),
-    // call.
-    ("{{call .BinaryFunc `1` `2`}}", "[1=2]"),
-    ("{{call .VariadicFunc}}", "<>"),
-    ("{{call .VariadicFunc `he` `llo`}}", "<he+llo>"),
-    (
-        "{{call .VariadicFunc `llo` | call .VariadicFunc `he` }}",
-        "<he+<llo>>",
-    ),
-    (
-        "{{if .BinaryFunc}}{{call .BinaryFunc `1` `2`}}{{end}}",
-        "[1=2]",
-    ),
-    // Trimming.
-    ("a  {{- 1 -}}  b", "a1b"),
-    ("a \n\t{{- 1}} \n b", "a1 \n b"),
-    ("a {{1 -}}\n\n\tb", "a 1b"),
-    ("{{- /* comment */ -}}  x", "x"),
-    ("a {{/* comment */}} b", "a  b"),
-    ("a {{- /* multi\nline */}} b", "a b"),
-    ("{{-3}}", "-3"),
-    (
-        "x\n{{- range .SI}}\n  {{.}}\n{{- end}}\n",
-        "x\n  3\n  4\n  5\n",
-    ),
-    ("{{ .X }}", "x"),
-    ("{{\n.X\n}}", "x"),
-];
-
-#[test]
-fn exec_table() {
+/// Renders each `(input, expected)` pair on `tval()` and reports every
+/// mismatch at once.
+fn check_table(cases: &[(&str, &str)]) {
     let data = tval();
     let mut failures = Vec::new();
-    for (input, want) in EXEC_OK {
+    for (input, want) in cases {
         match render(input, &data) {
             Ok(got) if got == *want => {}
             Ok(got) => failures.push(format!("{input:?}: want {want:?}, got {got:?}")),
@@ -388,6 +109,402 @@ fn exec_table() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+#[test]
+fn exec_trivial_cases() {
+    // Trivial cases.
+    check_table(&[("", ""), ("some text", "some text")]);
+}
+
+#[test]
+fn exec_fields() {
+    // Fields.
+    check_table(&[
+        ("-{{.X}}-", "-x-"),
+        ("-{{.U.V}}-", "-v-"),
+        ("{{.MSI.one}}", "1"),
+        ("{{.MSI.two}}", "2"),
+        ("{{.MSI.NO}}", "<no value>"),
+        ("{{.Nope.Deeper}}", "<no value>"),
+        ("{{.Empty0}}", "<nil>"),
+        ("{{.Empty3}}", "[7 8]"),
+        ("{{.Empty4}}", "map[V:UinEmpty]"),
+        ("{{.Empty4.V}}", "UinEmpty"),
+    ]);
+}
+
+#[test]
+fn exec_variables() {
+    // Variables.
+    check_table(&[
+        ("{{$.I}}", "17"),
+        ("{{$.U.V}}", "v"),
+        ("{{$x := $.U.V}}{{$x}}", "v"),
+        ("{{$x := 1}}{{$x = 2}}{{$x}}", "2"),
+        ("{{$x := 1}}{{if true}}{{$x = 2}}{{end}}{{$x}}", "2"),
+        ("{{$x := 1}}{{if true}}{{$x := 2}}{{$x}}{{end}}{{$x}}", "21"),
+        ("{{$x := 0}}{{range .SI}}{{$x = .}}{{end}}{{$x}}", "5"),
+        ("{{with $x := .I}}{{$x}}{{end}}", "17"),
+        ("{{with $x := $}}{{$x.U.V}}{{end}}", "v"),
+        ("{{with $x := $}}{{$y := $.U.V}}{{$y}}{{end}}", "v"),
+        (
+            "{{if $x := true}}{{with $y := .I}}{{$x}},{{$y}}{{end}}{{end}}",
+            "true,17",
+        ),
+        (
+            "{{if $x := true}}{{with $x := .I}}{{$x}},{{end}}{{$x}}{{end}}",
+            "17,true",
+        ),
+        ("{{$x := .MSI.NO}}{{$x}}", "<no value>"),
+    ]);
+}
+
+#[test]
+fn exec_parens_and_chains() {
+    // Parens and chains.
+    check_table(&[
+        (
+            "{{printf `%d %d %d` (1) (2 | add 3) (add 4 (add 5 6))}}",
+            "1 5 15",
+        ),
+        ("{{($).X}}", "x"),
+        ("{{($ | echo).X}}", "x"),
+        (r#"{{(makemap "up" "down" "left" "right").left}}"#, "right"),
+        ("{{mapOfThree.three}}-{{(mapOfThree).three}}", "3-3"),
+        ("{{print (.U).V}}", "v"),
+    ]);
+}
+
+#[test]
+fn exec_pipelines() {
+    // Pipelines.
+    check_table(&[
+        ("{{.X | printf \"%s!\"}}", "x!"),
+        ("{{\"aaa\" | oneArg}}", "oneArg=aaa"),
+        ("{{1 | printf \"%d-%d\" 2}}", "2-1"),
+        ("{{\"aaa\"|printf }}", "aaa"),
+    ]);
+}
+
+#[test]
+fn exec_literals() {
+    // Literals.
+    check_table(&[
+        (
+            "{{1}} {{-2}} {{0x1F}} {{0o17}} {{0b11}} {{1_000}}",
+            "1 -2 31 15 3 1000",
+        ),
+        (
+            "{{1.5}} {{1e6}} {{1e-7}} {{2.0}} {{100000.0}}",
+            "1.5 1e+06 1e-07 2 100000",
+        ),
+        ("{{'a'}} {{'\\n'}}", "97 10"),
+        ("{{\"a\\tb\"}} {{`raw\\n`}}", "a\tb raw\\n"),
+        ("{{true}} {{false}}", "true false"),
+        (
+            "{{typeOf 3}} {{typeOf 1.0}} {{typeOf 1e1}} {{typeOf 0xef}} {{typeOf 'x'}}",
+            "int float64 float64 int int",
+        ),
+    ]);
+}
+
+#[test]
+fn exec_if() {
+    // If.
+    check_table(&[
+        ("{{if true}}TRUE{{end}}", "TRUE"),
+        ("{{if false}}TRUE{{else}}FALSE{{end}}", "FALSE"),
+        ("{{if 1}}NON-ZERO{{else}}ZERO{{end}}", "NON-ZERO"),
+        ("{{if 0}}NON-ZERO{{else}}ZERO{{end}}", "ZERO"),
+        ("{{if 1.5}}NON-ZERO{{else}}ZERO{{end}}", "NON-ZERO"),
+        ("{{if .FloatZero}}NON-ZERO{{else}}ZERO{{end}}", "ZERO"),
+        ("{{if ``}}NON-EMPTY{{else}}EMPTY{{end}}", "EMPTY"),
+        (
+            "{{if `notempty`}}NON-EMPTY{{else}}EMPTY{{end}}",
+            "NON-EMPTY",
+        ),
+        ("{{if .SIEmpty}}NON-EMPTY{{else}}EMPTY{{end}}", "EMPTY"),
+        ("{{if .SI}}NON-EMPTY{{else}}EMPTY{{end}}", "NON-EMPTY"),
+        ("{{if .MSIEmpty}}NON-EMPTY{{else}}EMPTY{{end}}", "EMPTY"),
+        ("{{if .MSI}}NON-EMPTY{{else}}EMPTY{{end}}", "NON-EMPTY"),
+        ("{{if .MSI.none}}NON-ZERO{{else}}ZERO{{end}}", "ZERO"),
+        ("{{if not .MSI.none}}ZERO{{else}}NON-ZERO{{end}}", "ZERO"),
+        ("{{if .Empty0}}non-nil{{else}}nil{{end}}", "nil"),
+        ("{{if false}}FALSE{{else if true}}TRUE{{end}}", "TRUE"),
+        (
+            "{{if eq 1 3}}1{{else if eq 2 3}}2{{else if eq 3 3}}3{{end}}",
+            "3",
+        ),
+        (
+            "{{if eq 1 3}}1{{else if eq 2 3}}2{{else}}none{{end}}",
+            "none",
+        ),
+    ]);
+}
+
+#[test]
+fn exec_with() {
+    // With.
+    check_table(&[
+        ("{{with true}}{{.}}{{end}}", "true"),
+        ("{{with false}}{{.}}{{else}}FALSE{{end}}", "FALSE"),
+        ("{{with 1}}{{.}}{{else}}ZERO{{end}}", "1"),
+        ("{{with 0}}{{.}}{{else}}ZERO{{end}}", "ZERO"),
+        ("{{with 1.5}}{{.}}{{else}}ZERO{{end}}", "1.5"),
+        ("{{with ``}}{{.}}{{else}}EMPTY{{end}}", "EMPTY"),
+        ("{{with .SI}}{{.}}{{else}}EMPTY{{end}}", "[3 4 5]"),
+        ("{{with .MSIone}}{{.}}{{else}}EMPTY{{end}}", "map[one:1]"),
+        ("{{with .Empty4}}{{.V}}{{end}}", "UinEmpty"),
+        (
+            "{{with .SIEmpty}}x{{else with .SI}}{{index . 0}}{{end}}",
+            "3",
+        ),
+        ("{{with 0}}x{{else with ``}}y{{else}}z{{end}}", "z"),
+    ]);
+}
+
+#[test]
+fn exec_range() {
+    // Range.
+    check_table(&[
+        ("{{range .SI}}-{{.}}-{{end}}", "-3--4--5-"),
+        ("{{range .SIEmpty}}-{{.}}-{{end}}", ""),
+        ("{{range .SI}}-{{.}}-{{else}}EMPTY{{end}}", "-3--4--5-"),
+        ("{{range .SIEmpty}}-{{.}}-{{else}}EMPTY{{end}}", "EMPTY"),
+        ("{{range .SB}}-{{.}}-{{end}}", "-true--false-"),
+        ("{{range .MSI}}-{{.}}-{{end}}", "-1--3--2-"),
+        ("{{range .MSIEmpty}}-{{.}}-{{else}}EMPTY{{end}}", "EMPTY"),
+        ("{{range .Empty3}}-{{.}}-{{else}}EMPTY{{end}}", "-7--8-"),
+        ("{{range .Empty0}}-{{.}}-{{end}}", ""),
+        ("{{range .Missing}}-{{.}}-{{else}}none{{end}}", "none"),
+        ("{{range $x := .SI}}<{{$x}}>{{end}}", "<3><4><5>"),
+        (
+            "{{range $x, $y := .SI}}<{{$x}}={{$y}}>{{end}}",
+            "<0=3><1=4><2=5>",
+        ),
+        ("{{range $x := .MSIone}}<{{$x}}>{{end}}", "<1>"),
+        (
+            "{{range $x, $y := .MSIone}}<{{$x}}={{$y}}>{{end}}",
+            "<one=1>",
+        ),
+        (
+            "{{range $k, $v := .MSI}}{{$k}}={{$v}};{{end}}",
+            "one=1;three=3;two=2;",
+        ),
+        (
+            "{{range $x := .SI}}<{{$foo:=$x}}{{$x}}>{{end}}",
+            "<3><4><5>",
+        ),
+        (
+            "{{range .SMSI}}[{{.one}}{{.eleven}}]{{end}}",
+            "[1<no value>][<no value>11]",
+        ),
+        ("{{range 3}}{{.}}{{end}}", "012"),
+        ("{{range $i := 3}}{{$i}}{{end}}", "012"),
+        ("{{range 0}}x{{else}}none{{end}}", "none"),
+        (
+            "{{range .SI}}{{if eq . 4}}{{break}}{{end}}{{.}}{{end}}",
+            "3",
+        ),
+        (
+            "{{range .SI}}{{if eq . 4}}{{continue}}{{end}}{{.}}{{end}}",
+            "35",
+        ),
+        (
+            "{{range .SI}}{{range .}}{{if eq . 1}}{{break}}{{end}}{{.}}{{end}};{{end}}",
+            "0;0;0;",
+        ),
+        (
+            "{{range $i, $v := .SI}}{{if $i}},{{end}}{{$v}}{{end}}",
+            "3,4,5",
+        ),
+        ("{{range .MSIone}}{{if $.U.V}}{{$.U.V}}{{end}}{{end}}", "v"),
+        ("{{range .SI}}{{$.X}}{{end}}", "xxx"),
+        ("{{$x := 0}}{{range $x = .SI}}{{end}}{{$x}}", "5"),
+        (
+            "{{$i := 0}}{{$v := 0}}{{range $i, $v = .SI}}{{end}}{{$i}}-{{$v}}",
+            "2-5",
+        ),
+        ("{{range $x := .SIEmpty}}{{else}}{{$x}}{{end}}", "[]"),
+        ("{{with $x := 0}}a{{else}}{{$x}}{{end}}", "0"),
+        (
+            "{{range .SI}}{{with .}}{{if eq . 4}}{{break}}{{end}}{{end}}{{.}}{{end}}",
+            "3",
+        ),
+        (
+            "{{range $i, $v := .SI}}{{if eq $i 1}}{{continue}}{{end}}{{$v}}{{else}}none{{end}}",
+            "35",
+        ),
+    ]);
+}
+
+#[test]
+fn exec_booleans() {
+    // Booleans.
+    check_table(&[
+        ("{{not true}} {{not false}}", "false true"),
+        (
+            "{{and false 0}} {{and 1 0}} {{and 0 true}} {{and 1 1}}",
+            "false 0 0 1",
+        ),
+        (
+            "{{or 0 0}} {{or 1 0}} {{or 0 true}} {{or 1 1}}",
+            "0 1 true 1",
+        ),
+        ("{{if and true 1 `hi`}}TRUE{{else}}FALSE{{end}}", "TRUE"),
+        (
+            "{{if and true 1 `hi` | not}}TRUE{{else}}FALSE{{end}}",
+            "FALSE",
+        ),
+        ("{{or .SI \"slice is empty\"}}", "[3 4 5]"),
+        ("{{or .SIEmpty \"slice is empty\"}}", "slice is empty"),
+    ]);
+}
+
+#[test]
+fn exec_short_circuit() {
+    // Short-circuit: the failing function is never called.
+    check_table(&[
+        ("{{and false fail}} {{or true fail}}", "false true"),
+        ("{{or .MSI.nokey \"default\"}}", "default"),
+        ("{{and 1 2 | printf \"%v\"}}", "2"),
+    ]);
+}
+
+#[test]
+fn exec_comparisons() {
+    // Comparisons.
+    check_table(&[
+        (
+            "{{eq 1 1}} {{eq 1 2}} {{eq \"a\" \"a\"}} {{eq .X \"x\" \"y\"}}",
+            "true false true true",
+        ),
+        (
+            "{{ne 1 2}} {{lt 1 2}} {{le 2 2}} {{gt 3 2}} {{ge 1 2}}",
+            "true true true true false",
+        ),
+        (
+            "{{lt 1.5 2.5}} {{lt \"a\" \"b\"}} {{eq true true}}",
+            "true true true",
+        ),
+        ("{{eq .Empty0 \"x\"}} {{eq .MSI.nokey 1}}", "false false"),
+    ]);
+}
+
+#[test]
+fn exec_indexing() {
+    // Indexing.
+    check_table(&[
+        ("{{index .SI 0}}", "3"),
+        ("{{index .SI 1}}", "4"),
+        ("{{index .MSI `one`}}", "1"),
+        ("{{index .MSI `XXX`}}", "<nil>"),
+        ("{{index .SMSI 1 `eleven`}}", "11"),
+        ("{{index \"hi\" 0}}", "104"),
+        (
+            "{{slice .SI 1}} {{slice .SI 1 2}} {{slice .SI}}",
+            "[4 5] [4] [3 4 5]",
+        ),
+        ("{{slice \"hello\" 1 3}}", "el"),
+        ("{{len .SI}} {{len .MSI}} {{len \"abc\"}}", "3 3 3"),
+    ]);
+}
+
+#[test]
+fn exec_printing() {
+    // Printing.
+    check_table(&[
+        ("{{print \"hello, print\"}}", "hello, print"),
+        ("{{print 1 2 3}}", "1 2 3"),
+        ("{{print nil}}", "<nil>"),
+        ("{{print \"a\" 1 2 \"b\"}}", "a1 2b"),
+        ("{{println 1 2 3}}", "1 2 3\n"),
+        ("{{printf \"%04x\" 127}}", "007f"),
+        ("{{printf \"%g\" 3.5}}", "3.5"),
+        ("{{printf \"%s\" \"hello\"}}", "hello"),
+        ("{{printf \"%s\" .U.V}}", "v"),
+        ("{{with .I}}{{printf \"%d\" .}}{{end}}", "17"),
+        (
+            "{{printf \"%5d|%-5s|%.2f|%t|%q|%v\" 42 \"ab\" 3.14159 true \"q\" .SI}}",
+            "   42|ab   |3.14|true|\"q\"|[3 4 5]",
+        ),
+        ("{{printf \"%v %v\" .MSI.nokey nil}}", "<nil> <nil>"),
+        ("{{printf \"%d\" \"x\"}}", "%!d(string=x)"),
+        ("{{printf \"%T\" 0xef}}", "int"),
+        (
+            "{{printf \"%x %X %o %e %c %U %%\" 255 255 8 1234.5 65 65}}",
+            "ff FF 10 1.234500e+03 A U+0041 %",
+        ),
+        ("{{.MSI}}", "map[one:1 three:3 two:2]"),
+        ("{{.SMSI}}", "[map[one:1 two:2] map[eleven:11 twelve:12]]"),
+    ]);
+}
+
+#[test]
+fn exec_html_js_url() {
+    // HTML, JS, URL.
+    check_table(&[
+        (
+            "{{html \"<script>alert(\\\"XSS\\\");</script>\"}}",
+            "&lt;script&gt;alert(&#34;XSS&#34;);&lt;/script&gt;",
+        ),
+        (
+            "{{printf \"<script>alert(\\\"XSS\\\");</script>\" | html}}",
+            "&lt;script&gt;alert(&#34;XSS&#34;);&lt;/script&gt;",
+        ),
+        ("{{html .PS}}", "a string"),
+        ("{{js \"It'd be nice.\"}}", "It\\'d be nice."),
+        (
+            "{{\"http://www.example.org/\"|urlquery}}",
+            "http%3A%2F%2Fwww.example.org%2F",
+        ),
+        ("{{urlquery \"a b\" 1}}", "a+b1"),
+    ]);
+}
+
+#[test]
+fn exec_call() {
+    // call.
+    check_table(&[
+        ("{{call .BinaryFunc `1` `2`}}", "[1=2]"),
+        ("{{call .VariadicFunc}}", "<>"),
+        ("{{call .VariadicFunc `he` `llo`}}", "<he+llo>"),
+        (
+            "{{call .VariadicFunc `llo` | call .VariadicFunc `he` }}",
+            "<he+<llo>>",
+        ),
+        (
+            "{{if .BinaryFunc}}{{call .BinaryFunc `1` `2`}}{{end}}",
+            "[1=2]",
+        ),
+    ]);
+}
+
+#[test]
+fn exec_trimming() {
+    // Trimming.
+    check_table(&[
+        ("a  {{- 1 -}}  b", "a1b"),
+        ("a \n\t{{- 1}} \n b", "a1 \n b"),
+        ("a {{1 -}}\n\n\tb", "a 1b"),
+        ("{{- /* comment */ -}}  x", "x"),
+        ("a {{/* comment */}} b", "a  b"),
+        ("a {{- /* multi\nline */}} b", "a b"),
+        ("{{-3}}", "-3"),
+        (
+            "x\n{{- range .SI}}\n  {{.}}\n{{- end}}\n",
+            "x\n  3\n  4\n  5\n",
+        ),
+        ("{{ .X }}", "x"),
+        ("a\r\n{{- .X -}}\r\n\tb", "axb"),
+        ("{{if true -}}\n  yes\n{{- else -}}\n  no\n{{- end}}", "yes"),
+        ("{{if false -}}\n  yes\n{{- else -}}\n  no\n{{- end}}", "no"),
+        ("{{range .SI -}} {{.}} {{- end}}", "345"),
+        ("{{- /* only a comment */ -}}", ""),
+        ("a{{/* no trim */}}b", "ab"),
+        ("{{\n.X\n}}", "x"),
+    ]);
 }
 
 /// (input, expected error) pairs on `tval()`.

@@ -36,6 +36,8 @@
 //! fields (data is maps and lists only), the `missingkey` option (a missing
 //! key is always `<no value>`), and `%x`/`%b` of floats.
 
+#![warn(missing_docs)]
+
 mod error;
 mod exec;
 mod format;

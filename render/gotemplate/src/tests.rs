@@ -823,3 +823,76 @@ fn measure_stack_per_level() {
         (sps[0] - sps[99]) / 99
     );
 }
+
+#[test]
+fn confd_style_template() {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    let store: Arc<BTreeMap<String, String>> = Arc::new(
+        [
+            ("/app/upstream/a", "10.0.0.1:80"),
+            ("/app/upstream/b", "10.0.0.2:80"),
+            ("/app/name", "web"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect(),
+    );
+    let (s1, s2, s3) = (store.clone(), store.clone(), store);
+    let funcs = Funcs::new()
+        .with("getv", move |a: &[Value]| match a {
+            [Value::String(k)] => s1
+                .get(&**k)
+                .map(|v| Value::from(v.as_str()))
+                .ok_or_else(|| format!("key does not exist: {k}")),
+            [Value::String(k), default] => Ok(s1
+                .get(&**k)
+                .map_or_else(|| default.clone(), |v| Value::from(v.as_str()))),
+            _ => Err("getv wants a key".into()),
+        })
+        .with("gets", move |a: &[Value]| {
+            let prefix = a
+                .first()
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .trim_end_matches('*');
+            Ok(Value::list(
+                s2.iter()
+                    .filter(|(k, _)| k.starts_with(prefix))
+                    .map(|(k, v)| Value::map([("Key", k.as_str()), ("Value", v.as_str())])),
+            ))
+        })
+        .with("lsdir", move |a: &[Value]| {
+            let dir = a.first().and_then(Value::as_str).unwrap_or("/");
+            let mut names: Vec<&str> = s3
+                .keys()
+                .filter_map(|k| k.strip_prefix(dir)?.strip_prefix('/')?.split('/').next())
+                .collect();
+            names.dedup();
+            Ok(Value::list(names))
+        })
+        .with("base", |a: &[Value]| {
+            let p = a.first().and_then(Value::as_str).unwrap_or("");
+            Ok(Value::from(p.rsplit('/').next().unwrap_or(p)))
+        });
+    let text = r#"# {{getv "/app/name"}} ({{getv "/app/missing" "none"}})
+upstream {{getv "/app/name"}} {
+{{- range gets "/app/upstream/*"}}
+    server {{.Value}}; # {{base .Key}}
+{{- end}}
+}
+{{- range $i, $d := lsdir "/app"}}
+{{$i}}: {{$d}}
+{{- end}}
+"#;
+    let t = Template::parse_with("nginx.conf.tmpl", text, funcs).unwrap();
+    assert_eq!(
+        t.execute(&Value::Nil).unwrap(),
+        "# web (none)\nupstream web {\n    server 10.0.0.1:80; # a\n    server 10.0.0.2:80; # b\n}\n0: name\n1: upstream\n"
+    );
+    let t2 = Template::parse_with("x.tmpl", "ok\n{{getv \"/nope\"}}", t.funcs.clone()).unwrap();
+    assert_eq!(
+        t2.execute(&Value::Nil).unwrap_err().to_string(),
+        "template: x.tmpl:2:2: executing \"x.tmpl\" at <getv \"/nope\">: error calling getv: key does not exist: /nope"
+    );
+}

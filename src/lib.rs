@@ -11,11 +11,14 @@ mod debounce;
 mod dev;
 mod diff;
 mod dns;
+mod engine;
+mod event_loop;
+mod executor;
 mod pipeline;
 mod reload;
 pub mod render;
+mod report;
 mod resource;
-mod run;
 mod shutdown;
 mod supervise;
 
@@ -23,16 +26,15 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
 
 use crate::cli::{Cli, Command, ExecArgs, LogFormat};
 use crate::config::Settings;
-use crate::run::{ExecSpec, Mode};
+use crate::event_loop::{ExecSpec, Mode};
 
 /// Parses the command line, runs, and returns the process exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match real_main(cli) {
+    let (cli, matches) = cli::parse();
+    match real_main(cli, &matches) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("sidekick: error: {}", error_chain(&e));
@@ -41,8 +43,8 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn real_main(cli: Cli) -> anyhow::Result<u8> {
-    let mut settings = Settings::load(&cli.flags)?;
+fn real_main(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<u8> {
+    let mut settings = Settings::load(matches)?;
     let (mode, exec) = match cli.command {
         None => (Mode::Normal, None),
         Some(Command::Dev { exec }) => {
@@ -55,9 +57,9 @@ fn real_main(cli: Cli) -> anyhow::Result<u8> {
         Some(Command::MetadataServer) => {
             init_logging(&settings)?;
             let config = sidekick_backend_rancher::ServerConfig::from_settings(
-                settings.listen.as_deref(),
-                &settings.files,
-                settings.self_container.clone(),
+                settings.backends.rancher.listen.as_deref(),
+                &settings.backends.file.files,
+                settings.backends.rancher.self_container.clone(),
             )?;
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -81,7 +83,7 @@ fn real_main(cli: Cli) -> anyhow::Result<u8> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let code = runtime.block_on(run::run(settings, backend, mode, exec))?;
+    let code = runtime.block_on(event_loop::run(settings, backend, mode, exec))?;
     // Exit codes are 0..=255; 128 + signal fits.
     Ok(u8::try_from(code).unwrap_or(1))
 }

@@ -1,4 +1,5 @@
-//! The safe write path of one resource: compare, stage, check, swap, reload.
+//! The safe write path of one resource: compare, stage, check, swap. It stops
+//! at the swap; telling the executor is [`crate::executor::after_swap`].
 //!
 //! The destination is only ever replaced by `rename` of a fully written and
 //! checked stage file in the same directory, so readers never see a half-written
@@ -21,7 +22,7 @@ pub(crate) struct Options {
     pub noop: bool,
     /// Print a unified diff of each change.
     pub diff: bool,
-    /// Skip check and reload commands.
+    /// Skip the check command (and, in the executor, the reload).
     pub sync_only: bool,
     /// Keep the stage file when a check fails.
     pub keep_stage_file: bool,
@@ -34,14 +35,13 @@ pub(crate) struct Options {
 pub(crate) enum Outcome {
     /// Render equals the file (content, mode and owner): nothing done.
     Unchanged,
-    /// The file was replaced (and the reload command ran).
+    /// The file was replaced; the executor is still to be told.
     Updated,
     /// `--noop`: the file would have been replaced.
     WouldUpdate,
 }
 
-/// Why a resource's write failed. The old destination is intact in every case
-/// except `Reload`, where the new file is in place but the reload failed.
+/// Why a resource's write failed. The old destination is intact in every case.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum PipelineError {
     #[error("rendered output is not valid {format}: {message}")]
@@ -61,8 +61,6 @@ pub(crate) enum PipelineError {
         source: CommandError,
         dest: PathBuf,
     },
-    #[error("reload_cmd failed (the new file is in place): {0}")]
-    Reload(#[source] CommandError),
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> PipelineError + 'a {
@@ -172,14 +170,11 @@ pub(crate) fn apply(
         })?;
     }
     stage.persist(dest)?;
-    if let (Some(cmd), false) = (&resource.reload_cmd, opts.sync_only) {
-        command::run(cmd).map_err(PipelineError::Reload)?;
-    }
     Ok(Outcome::Updated)
 }
 
 /// Makes the rename of `dest` durable: fsync of its directory. Called after
-/// the reload, off the path to the executor, since the rename itself is atomic
+/// the executor was told, off the path to it, since the rename itself is atomic
 /// and a crash before this leaves the old, complete file. Best effort: a
 /// failure only weakens durability.
 pub(crate) fn sync_dir(dest: &Path) {

@@ -26,8 +26,11 @@ struct ResourceFile {
 struct TemplateSection {
     src: Spanned<String>,
     dest: Spanned<String>,
-    #[serde(default)]
-    keys: Vec<String>,
+    /// Key prefixes the template reads, relative to the prefix. `["/"]` is
+    /// everything under it; `[]` is no keys at all (a template that reads only
+    /// the service catalog, the environment or files), as in confd; left out,
+    /// everything under the prefix.
+    keys: Option<Vec<String>>,
     prefix: Option<String>,
     mode: Option<Spanned<String>>,
     uid: Option<u32>,
@@ -291,10 +294,11 @@ impl Resource {
             None => None,
         };
         let prefix = join_prefix(global_prefix, t.prefix.as_deref().unwrap_or(""));
-        let visible = if t.keys.is_empty() {
-            vec![prefix.clone()]
-        } else {
-            t.keys.iter().map(|k| join_prefix(&prefix, k)).collect()
+        // `keys = []` reads nothing from the backend: it must never widen to the
+        // whole store (for Consul, every KV pair of the datacenter).
+        let visible = match &t.keys {
+            None => vec![prefix.clone()],
+            Some(keys) => keys.iter().map(|k| join_prefix(&prefix, k)).collect(),
         };
         let renderer = Renderer::new(templates_dir, t.src.get_ref()).map_err(|source| {
             ResourceError::Template {
@@ -324,10 +328,7 @@ impl Resource {
             min_reload_interval,
             restart: t.restart,
             kill_signal,
-            uses_catalog: renderer.files().iter().any(|f| {
-                std::fs::read_to_string(f)
-                    .is_ok_and(|text| text.contains("service(") || text.contains("services("))
-            }),
+            uses_catalog: renderer.uses_catalog(),
             renderer,
         })
     }
@@ -340,4 +341,48 @@ fn line_of(text: &str, offset: usize) -> usize {
         .filter(|&&b| b == b'\n')
         .count()
         + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The visible prefixes of a resource with `keys_line` (or none) and
+    /// resource prefix `/app`, under `--prefix /prod`.
+    fn visible(keys_line: &str) -> Vec<String> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("templates")).unwrap();
+        std::fs::write(dir.path().join("templates/t.tmpl"), "x\n").unwrap();
+        let file = dir.path().join("t.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "[template]\nsrc = \"t.tmpl\"\ndest = \"/tmp/t\"\nprefix = \"/app\"\n{keys_line}\n"
+            ),
+        )
+        .unwrap();
+        let templates = dir.path().join("templates");
+        let ctx = LoadContext {
+            templates_dir: &templates,
+            prefix: "/prod",
+            wait: None,
+            exec: false,
+        };
+        Resource::load(&file, &ctx).unwrap().visible
+    }
+
+    #[test]
+    fn empty_keys_read_nothing_and_slash_reads_everything_under_the_prefix() {
+        assert!(visible("keys = []").is_empty());
+        assert_eq!(visible("keys = [\"/\"]"), ["/prod/app"]);
+        assert_eq!(
+            visible("keys = [\"/db\", \"web\"]"),
+            ["/prod/app/db", "/prod/app/web"]
+        );
+        assert_eq!(
+            visible(""),
+            ["/prod/app"],
+            "left out: everything under the prefix"
+        );
+    }
 }

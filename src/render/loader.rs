@@ -29,7 +29,13 @@ pub(super) struct Loaded {
     pub templates: Vec<(String, String)>,
     /// Absolute paths of the files read, sorted, without duplicates.
     pub files: Vec<PathBuf>,
+    /// Whether any of the templates calls a service catalog function, so the
+    /// backend loads and watches the catalog only when one is read.
+    pub uses_catalog: bool,
 }
+
+/// Template functions that read the service catalog.
+const CATALOG_FUNCTIONS: &[&[u8]] = &[b"service", b"services"];
 
 /// Where a template name was written: `path:line:col` of the include tag's
 /// string, for errors.
@@ -100,12 +106,16 @@ pub(super) fn load(dir: &Path, src: &str) -> Result<Loaded, RenderError> {
     let src_path = dir.join(src_rel);
     files.sort();
     files.dedup();
+    let uses_catalog = templates
+        .iter()
+        .any(|(_, source)| calls_any(source, CATALOG_FUNCTIONS));
     Ok(Loaded {
         src_name: format!("{prefix}{src}"),
         prefix,
         src_path,
         templates,
         files,
+        uses_catalog,
     })
 }
 
@@ -197,6 +207,71 @@ pub(super) fn scan(source: &str) -> Vec<Reference> {
         }
     }
     refs
+}
+
+/// Whether the template calls one of the functions `names` inside a `{{ }}` or
+/// `{% %}` tag: an identifier followed by `(`, outside comments, `raw` blocks
+/// and string literals (so `"service("` in text or a comment does not count).
+pub(super) fn calls_any(source: &str, names: &[&[u8]]) -> bool {
+    let b = source.as_bytes();
+    let mut i = 0;
+    while i + 1 < b.len() {
+        if b[i] != b'{' {
+            i += 1;
+            continue;
+        }
+        let close: &[u8] = match b[i + 1] {
+            b'#' => match find(b, i + 2, b"#}") {
+                Some(end) => {
+                    i = end + 2;
+                    continue;
+                }
+                None => return false,
+            },
+            b'{' => b"}}",
+            b'%' => {
+                let j = skip_ws(b, i + 2 + usize::from(b.get(i + 2) == Some(&b'-')));
+                if b[j..].starts_with(b"raw") && !is_ident(b.get(j + 3).copied()) {
+                    match find_endraw(b, j + 3) {
+                        Some(end) => {
+                            i = end;
+                            continue;
+                        }
+                        None => return false,
+                    }
+                }
+                b"%}"
+            }
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        // Inside a tag: walk tokens up to its close.
+        let mut j = i + 2;
+        while j < b.len() && !b[j..].starts_with(close) {
+            if matches!(b[j], b'"' | b'\'' | b'`') {
+                match string_literal(b, j) {
+                    Some((_, after)) => j = after,
+                    None => return false,
+                }
+            } else if is_ident(Some(b[j])) && !is_ident(j.checked_sub(1).map(|k| b[k])) {
+                let end = j + b[j..].iter().take_while(|c| is_ident(Some(**c))).count();
+                if names.contains(&&b[j..end]) && b.get(skip_ws(b, end)) == Some(&b'(') {
+                    return true;
+                }
+                j = end;
+            } else {
+                j += 1;
+            }
+        }
+        i = j + close.len();
+    }
+    false
+}
+
+fn is_ident(c: Option<u8>) -> bool {
+    c.is_some_and(|c| c.is_ascii_alphanumeric() || c == b'_')
 }
 
 fn skip_ws(b: &[u8], mut i: usize) -> usize {
@@ -299,6 +374,19 @@ mod tests {
 
     fn names(src: &str) -> Vec<String> {
         scan(src).into_iter().map(|r| r.name).collect()
+    }
+
+    #[test]
+    fn finds_catalog_calls_in_code_only() {
+        let calls = |src: &str| calls_any(src, CATALOG_FUNCTIONS);
+        assert!(calls("{% for s in services() %}{{ s }}{% endfor %}"));
+        assert!(calls("{{ service (name=\"db\") | length }}"));
+        assert!(calls("{%- set x = service(name='a') -%}"));
+        assert!(!calls("service(name) in plain text"));
+        assert!(!calls("{# {{ service(name='a') }} #}"));
+        assert!(!calls("{{ \"service(\" }}"));
+        assert!(!calls("{% raw %}{{ services() }}{% endraw %}"));
+        assert!(!calls("{{ my_service(x) }} {{ services }}"));
     }
 
     #[test]

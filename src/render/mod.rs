@@ -63,6 +63,8 @@ pub struct Renderer {
     path: PathBuf,
     /// Every template file this renderer parsed, absolute, sorted.
     files: Vec<PathBuf>,
+    /// Whether a template calls `service()` or `services()`.
+    uses_catalog: bool,
     /// Where template functions find the current [`View`].
     slot: Slot,
     /// Serializes renders, since they share `slot`.
@@ -107,6 +109,7 @@ impl Renderer {
             name: loaded.src_name,
             path: loaded.src_path,
             files: loaded.files,
+            uses_catalog: loaded.uses_catalog,
             slot,
             turn: Mutex::new(()),
         })
@@ -127,6 +130,12 @@ impl Renderer {
     /// dev mode knows which resources a template save affects.
     pub fn files(&self) -> &[PathBuf] {
         &self.files
+    }
+
+    /// Whether the templates call a service catalog function, found when they
+    /// were loaded: only then does the backend load and watch the catalog.
+    pub fn uses_catalog(&self) -> bool {
+        self.uses_catalog
     }
 }
 

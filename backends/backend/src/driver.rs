@@ -52,6 +52,24 @@ pub trait Machine: Send + 'static {
 
     /// Makes one transition.
     fn step(&mut self) -> impl Future<Output = Step> + Send;
+
+    /// How the driver's log lines name this watch and what it talks to.
+    fn names(&self) -> Names {
+        Names {
+            watch: "watch",
+            service: "backend",
+        }
+    }
+}
+
+/// Words for the driver's log lines: "`watch` interrupted", "`service`
+/// reachable again".
+#[derive(Debug, Clone, Copy)]
+pub struct Names {
+    /// The watch, e.g. "etcd watch".
+    pub watch: &'static str,
+    /// What it talks to, e.g. "etcd", "metadata service".
+    pub service: &'static str,
 }
 
 /// Names the backend and endpoint in the driver's log lines.
@@ -64,11 +82,13 @@ pub struct Label {
 }
 
 /// What the driver last told the world.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Health {
     Starting,
     Up,
-    Down(ErrorKind),
+    /// Failing with this kind of error; for [`ErrorKind::Invalid`] (bad data,
+    /// which each save or write can change) also with its text.
+    Down(ErrorKind, Option<String>),
 }
 
 /// A running machine and the policy around it.
@@ -113,11 +133,12 @@ impl<M: Machine> Driver<M> {
             Step::Updates(batch) => {
                 self.backoff.reset();
                 match std::mem::replace(&mut self.health, Health::Up) {
-                    Health::Down(_) => {
+                    Health::Down(..) => {
                         tracing::info!(
                             backend = self.label.backend,
                             endpoint = %self.label.endpoint,
-                            "backend reachable again; watch resumed"
+                            "{} reachable again; watch resumed",
+                            self.machine.names().service
                         );
                         Some(Ok(batch))
                     }
@@ -140,7 +161,9 @@ impl<M: Machine> Driver<M> {
                 }
                 let delay = self.backoff.next_delay();
                 self.delay = Some(delay);
-                if self.health == Health::Down(kind) {
+                let text = (kind == ErrorKind::Invalid).then(|| error.to_string());
+                let health = Health::Down(kind, text);
+                if self.health == health {
                     tracing::debug!(
                         backend = self.label.backend,
                         endpoint = %self.label.endpoint,
@@ -150,14 +173,15 @@ impl<M: Machine> Driver<M> {
                     );
                     return None;
                 }
-                tracing::debug!(
+                tracing::warn!(
                     backend = self.label.backend,
                     endpoint = %self.label.endpoint,
                     error = %error,
                     ?delay,
-                    "watch interrupted; retrying with backoff"
+                    "{} interrupted; retrying with backoff, keeping the last good data",
+                    self.machine.names().watch
                 );
-                self.health = Health::Down(kind);
+                self.health = health;
                 Some(Err(error))
             }
         }

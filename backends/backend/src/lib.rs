@@ -16,7 +16,7 @@ mod keys;
 
 pub use backoff::Backoff;
 pub use catalog::{Catalog, ServiceInstance};
-pub use driver::{drive, poll, Label, Machine, Step};
+pub use driver::{drive, poll, Label, Machine, Names, Step};
 pub use error::{BackendError, ErrorKind};
 pub use keys::{is_under, join_prefix, minimal_prefixes, normalize_key, normalize_owned, KeyTree};
 

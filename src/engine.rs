@@ -1,0 +1,406 @@
+//! The engine: the loaded resources, the data they render from, and one pass
+//! of rendering. It knows which resources a change touches and takes each of
+//! them through render -> [`pipeline::apply`] (stage, check, swap) ->
+//! [`executor::after_swap`] (reload, signal or restart). It does no waiting:
+//! when to run a pass is the event loop's business (`event_loop.rs`).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use sidekick_backend::{Backend, Catalog, Interest, KeyTree, Snapshot, Update};
+
+use crate::config::Settings;
+use crate::debounce::Wait;
+use crate::dev::DevEvent;
+use crate::executor::{self, ChildAction, Telling};
+use crate::pipeline::{self, Outcome};
+use crate::render::View;
+use crate::report::Reporter;
+use crate::resource::{resource_files, LoadContext, Resource, ResourceError};
+
+/// Counts of one pass over resources.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Report {
+    pub updated: usize,
+    pub unchanged: usize,
+    pub failed: usize,
+    pub skipped: usize,
+}
+
+/// One loaded resource and what the engine remembers about it.
+struct Slot {
+    resource: Resource,
+    /// Keys the template could see at its last good render (the guard against
+    /// a backend suddenly answering with nothing).
+    last_keys: usize,
+    /// When the executor was last told to reload for this resource.
+    last_reload: Option<tokio::time::Instant>,
+}
+
+/// What a batch of updates changed.
+#[derive(Debug, Default)]
+pub(crate) struct Changes {
+    keys: BTreeSet<String>,
+    catalog: bool,
+}
+
+impl Changes {
+    fn merge(&mut self, other: Changes) {
+        self.keys.extend(other.keys);
+        self.catalog |= other.catalog;
+    }
+
+    /// True when nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty() && !self.catalog
+    }
+
+    /// How many keys changed, for logs.
+    pub fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// True when a changed key lies at or below `prefix` (normalized).
+    fn touches(&self, prefix: &str) -> bool {
+        // Keys below `prefix` sort among those starting with its text.
+        self.keys
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(|k| k.starts_with(prefix))
+            .any(|k| sidekick_backend::is_under(k, prefix))
+    }
+}
+
+/// Resources, the data they render from, and the backend it comes from.
+pub(crate) struct Engine {
+    settings: Settings,
+    reporter: Reporter,
+    backend: Arc<dyn Backend>,
+    slots: Vec<Slot>,
+    broken: Vec<ResourceError>,
+    tree: Arc<KeyTree>,
+    catalog: Option<Arc<Catalog>>,
+    opts: pipeline::Options,
+    telling: Telling,
+    /// What the supervised child should get once this pass is over.
+    child_actions: Vec<ChildAction>,
+}
+
+impl Engine {
+    /// Reads conf.d and prepares the pipeline options.
+    pub fn new(
+        settings: Settings,
+        backend: Arc<dyn Backend>,
+        reporter: Reporter,
+        exec: bool,
+    ) -> anyhow::Result<Engine> {
+        let opts = pipeline::Options {
+            noop: settings.noop,
+            diff: settings.diff || reporter.is_dev(),
+            sync_only: settings.sync_only,
+            keep_stage_file: settings.keep_stage_file,
+            color: crate::color_stdout(),
+        };
+        let telling = Telling {
+            quiet: settings.sync_only || settings.noop,
+            exec,
+        };
+        let mut engine = Engine {
+            settings,
+            reporter,
+            backend,
+            slots: Vec::new(),
+            broken: Vec::new(),
+            tree: Arc::new(KeyTree::new()),
+            catalog: None,
+            opts,
+            telling,
+            child_actions: Vec::new(),
+        };
+        engine.load_resources()?;
+        Ok(engine)
+    }
+
+    /// The backend the data comes from.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    /// How results are reported.
+    pub fn reporter(&self) -> Reporter {
+        self.reporter
+    }
+
+    /// Indices of every loaded resource.
+    pub fn all(&self) -> Vec<usize> {
+        (0..self.slots.len()).collect()
+    }
+
+    /// (Re)reads every conf.d file. Files that fail are kept in `broken` and
+    /// reported; the others load.
+    fn load_resources(&mut self) -> anyhow::Result<()> {
+        let confd = self.settings.confd_dir();
+        let files = resource_files(&confd).map_err(|e| {
+            anyhow::anyhow!("cannot read template resources in {}: {e}", confd.display())
+        })?;
+        let mut slots = Vec::new();
+        self.broken.clear();
+        let templates_dir = self.settings.templates_dir();
+        let ctx = LoadContext {
+            templates_dir: &templates_dir,
+            prefix: &self.settings.prefix,
+            wait: self.settings.wait,
+            exec: self.telling.exec,
+        };
+        for file in files {
+            match Resource::load(&file, &ctx) {
+                Ok(resource) => {
+                    let old = self.slots.iter().find(|s| s.resource.file == file);
+                    slots.push(Slot {
+                        resource,
+                        last_keys: old.map_or(0, |s| s.last_keys),
+                        last_reload: old.and_then(|s| s.last_reload),
+                    });
+                }
+                Err(e) => {
+                    self.reporter.resource_file_error(e.file(), &e.to_string());
+                    self.broken.push(e);
+                }
+            }
+        }
+        if slots.is_empty() && self.broken.is_empty() {
+            tracing::warn!(confd = %confd.display(), "no template resources (*.toml) found");
+        }
+        self.slots = slots;
+        Ok(())
+    }
+
+    /// The keys and catalog the loaded resources need.
+    pub fn interest(&self) -> Interest {
+        let visible: Vec<&str> = self
+            .slots
+            .iter()
+            .flat_map(|s| s.resource.visible.iter().map(String::as_str))
+            .collect();
+        Interest {
+            prefixes: sidekick_backend::minimal_prefixes(&visible),
+            services: self.backend.has_catalog()
+                && self.slots.iter().any(|s| s.resource.uses_catalog),
+        }
+    }
+
+    /// Replaces all data with a snapshot; returns what changed.
+    fn replace(&mut self, snapshot: Snapshot) -> Changes {
+        let keys = self.tree.changed_keys(&snapshot.keys);
+        let old_catalog = self.catalog.clone();
+        self.set_data(snapshot);
+        Changes {
+            keys,
+            catalog: self.catalog != old_catalog,
+        }
+    }
+
+    /// Takes a snapshot as the data, without working out what changed: for the
+    /// first load, after which every resource renders anyway.
+    pub fn set_data(&mut self, snapshot: Snapshot) {
+        self.tree = Arc::new(snapshot.keys);
+        self.catalog = snapshot.catalog.map(Arc::new);
+    }
+
+    /// Takes the first batch of a stream (a snapshot, maybe followed by more
+    /// updates) as the data, without working out what changed.
+    pub fn set_first(&mut self, mut batch: Vec<Update>) {
+        if let Some(Update::Snapshot(_)) = batch.first() {
+            if let Update::Snapshot(snapshot) = batch.remove(0) {
+                self.set_data(snapshot);
+            }
+        }
+        self.apply(batch);
+    }
+
+    /// Applies one batch from a watch.
+    pub fn apply(&mut self, updates: Vec<Update>) -> Changes {
+        let mut changes = Changes::default();
+        for update in updates {
+            match update {
+                Update::Snapshot(s) => changes.merge(self.replace(s)),
+                Update::Put { key, value } => {
+                    let tree = Arc::make_mut(&mut self.tree);
+                    if tree.get(&key) != Some(value.as_str()) {
+                        tree.insert(&key, value);
+                        changes.keys.insert(key);
+                    }
+                }
+                Update::Delete { key } => {
+                    if Arc::make_mut(&mut self.tree).remove(&key).is_some() {
+                        changes.keys.insert(key);
+                    }
+                }
+                Update::Catalog(c) => {
+                    let c = Some(Arc::new(c));
+                    if c != self.catalog {
+                        self.catalog = c;
+                        changes.catalog = true;
+                    }
+                }
+            }
+        }
+        changes
+    }
+
+    /// Indices of resources a change touches.
+    pub fn affected(&self, changes: &Changes) -> Vec<usize> {
+        (0..self.slots.len())
+            .filter(|&i| {
+                let r = &self.slots[i].resource;
+                (changes.catalog && r.uses_catalog) || r.visible.iter().any(|p| changes.touches(p))
+            })
+            .collect()
+    }
+
+    /// Resource `i`'s debounce: its `wait`, and the earliest time the executor
+    /// may be told again (`min_reload_interval` after the last reload).
+    pub fn pacing(&self, i: usize) -> (Option<Wait>, Option<tokio::time::Instant>) {
+        let slot = &self.slots[i];
+        let not_before = match (slot.last_reload, slot.resource.min_reload_interval) {
+            (Some(at), Some(gap)) => Some(at + gap),
+            _ => None,
+        };
+        (slot.resource.wait, not_before)
+    }
+
+    /// Renders and writes the given resources, each on its own: one failing never
+    /// stops another.
+    pub fn process(&mut self, which: &[usize]) -> Report {
+        let mut report = Report::default();
+        for &i in which {
+            self.process_one(i, &mut report);
+        }
+        report
+    }
+
+    /// Processes every resource; counts broken resource files as failures.
+    pub fn process_all(&mut self) -> Report {
+        let mut report = self.process(&self.all());
+        report.failed += self.broken.len();
+        report
+    }
+
+    fn process_one(&mut self, i: usize, report: &mut Report) {
+        let slot = &self.slots[i];
+        let visible_keys = slot
+            .resource
+            .visible
+            .iter()
+            .map(|p| self.tree.under(p).count())
+            .sum::<usize>();
+        let name = slot.resource.name.clone();
+        if visible_keys == 0 && slot.last_keys > 0 {
+            tracing::warn!(
+                resource = %name,
+                backend = self.backend.name(),
+                before = slot.last_keys,
+                "backend returned no keys where there were some; keeping the last good file"
+            );
+            report.skipped += 1;
+            return;
+        }
+        let dest = slot.resource.dest.display().to_string();
+        match self.render_and_swap(i) {
+            Ok(Outcome::Unchanged) => {
+                self.slots[i].last_keys = visible_keys;
+                report.unchanged += 1;
+                tracing::debug!(resource = %name, dest, "unchanged");
+            }
+            Ok(Outcome::WouldUpdate) => {
+                self.slots[i].last_keys = visible_keys;
+                report.updated += 1;
+                tracing::info!(resource = %name, dest, "would update (noop)");
+            }
+            Ok(Outcome::Updated) => {
+                self.slots[i].last_keys = visible_keys;
+                report.updated += 1;
+                self.reporter.updated(&name, &dest);
+                let told = executor::after_swap(
+                    &self.slots[i].resource,
+                    self.telling,
+                    &mut self.child_actions,
+                );
+                match told {
+                    Ok(true) => self.slots[i].last_reload = Some(tokio::time::Instant::now()),
+                    Ok(false) => {}
+                    Err(e) => {
+                        report.failed += 1;
+                        self.reporter.resource_error(&name, &e.to_string());
+                    }
+                }
+            }
+            Err(message) => {
+                report.failed += 1;
+                self.reporter.resource_error(&name, &message);
+            }
+        }
+    }
+
+    /// Renders resource `i` and brings its destination in line (up to the swap).
+    fn render_and_swap(&self, i: usize) -> Result<Outcome, String> {
+        let resource = &self.slots[i].resource;
+        let view = Arc::new(View {
+            keys: Arc::clone(&self.tree),
+            prefix: resource.prefix.clone(),
+            visible: resource.visible.clone(),
+            catalog: self.catalog.clone(),
+            backend: self.backend.name(),
+        });
+        let content = resource.renderer.render(view).map_err(|e| e.to_string())?;
+        // Only a diff can show values; skip the scan without one.
+        let backend = &self.backend;
+        let secret = self.opts.diff
+            && resource.visible.iter().any(|p| {
+                backend.is_secret(p) || self.tree.under(p).any(|(k, _)| backend.is_secret(k))
+            });
+        pipeline::apply(resource, &content, &self.opts, secret).map_err(|e| e.to_string())
+    }
+
+    /// What the supervised child should get after the passes so far.
+    pub fn take_child_actions(&mut self) -> Vec<ChildAction> {
+        std::mem::take(&mut self.child_actions)
+    }
+
+    /// Re-reads conf.d in dev mode, showing a failure instead of stopping.
+    fn reload_resources(&mut self) {
+        if let Err(e) = self.load_resources() {
+            self.reporter.error(&format!("{e:#}"));
+        }
+    }
+
+    /// Reloads what a dev-mode save touched; returns resources to re-render.
+    pub fn on_dev_event(&mut self, event: DevEvent) -> Vec<usize> {
+        match event {
+            DevEvent::Resources => {
+                self.reload_resources();
+                self.all()
+            }
+            DevEvent::Templates(paths) => {
+                let uses = |slot: &Slot| {
+                    slot.resource
+                        .renderer
+                        .files()
+                        .iter()
+                        .any(|f| paths.contains(f))
+                };
+                let had_broken = !self.broken.is_empty();
+                if !had_broken && !self.slots.iter().any(uses) {
+                    return Vec::new();
+                }
+                // Re-read resource files so template parse errors are re-checked.
+                self.reload_resources();
+                (0..self.slots.len())
+                    .filter(|&i| had_broken || uses(&self.slots[i]))
+                    .collect()
+            }
+        }
+    }
+}

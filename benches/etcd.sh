@@ -22,7 +22,7 @@ command -v etcd >/dev/null 2>&1 || [ -x /usr/bin/etcd ] || {
 
 if [ -z "${SIDEKICK_BIN:-}" ]; then
   # shellcheck disable=SC2086
-  cargo build --release --bin sidekick ${CARGO_FEATURES:-}
+  SIDEKICK_HOT_TEXT=1 cargo build --release --bin sidekick ${CARGO_FEATURES:-}
   SIDEKICK_BIN=target/release/sidekick
 fi
 # The measuring program needs no LTO: build it apart, so the release

@@ -30,7 +30,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -z "${SIDEKICK_BIN:-}" ]; then
     # shellcheck disable=SC2086 # CARGO_FLAGS is a list of flags
-    cargo build --release --bin sidekick ${CARGO_FLAGS:-} >&2
+    SIDEKICK_HOT_TEXT=1 cargo build --release --bin sidekick ${CARGO_FLAGS:-} >&2
     SIDEKICK_BIN="$PWD/target/release/sidekick"
 fi
 

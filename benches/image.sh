@@ -17,7 +17,7 @@ rustup target list --installed | grep -qx "$target" || rustup target add "$targe
 command -v musl-gcc >/dev/null 2>&1 || apt-get install -y musl-tools
 
 CARGO_TARGET_DIR=target/musl CC_x86_64_unknown_linux_musl=musl-gcc \
-  cargo build --release --locked --target "$target"
+  SIDEKICK_HOT_TEXT=1 cargo build --release --locked --target "$target"
 bin="target/musl/$target/release/sidekick"
 
 echo

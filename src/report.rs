@@ -47,7 +47,11 @@ impl Reporter {
     pub fn updated(&self, resource: &str, dest: &str) {
         tracing::info!(resource, dest, "updated");
         if let Reporter::Dev { color } = self {
-            let (green, reset) = if *color { ("\x1b[32m", "\x1b[0m") } else { ("", "") };
+            let (green, reset) = if *color {
+                ("\x1b[32m", "\x1b[0m")
+            } else {
+                ("", "")
+            };
             println!("{green}✔ {resource}: {dest} updated{reset}");
         }
     }
@@ -61,7 +65,11 @@ impl Reporter {
     /// already).
     pub fn console_error(&self, message: &str) {
         if let Reporter::Dev { color } = self {
-            let (red, reset) = if *color { ("\x1b[31m", "\x1b[0m") } else { ("", "") };
+            let (red, reset) = if *color {
+                ("\x1b[31m", "\x1b[0m")
+            } else {
+                ("", "")
+            };
             println!("{red}✘{reset} {message}");
         }
     }

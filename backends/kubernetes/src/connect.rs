@@ -10,7 +10,7 @@ use kube::{Client, Config};
 use sidekick_backend::BackendError;
 use tokio::sync::OnceCell;
 
-use crate::watch::WarnOnce;
+use crate::warn::WarnOnce;
 use crate::{KubernetesConfig, NAME};
 
 /// A client and the namespace it reads.
@@ -98,6 +98,15 @@ impl Shared {
             connection: OnceCell::new(),
             warned: Arc::default(),
         })
+    }
+
+    /// The API server's URL when known before connecting, else where the
+    /// settings came from: for the watch driver's log lines.
+    pub(crate) fn endpoint(&self) -> String {
+        match &self.source {
+            Source::Ready(c) => c.cluster_url.to_string(),
+            Source::Kubeconfig(_) => self.origin.clone(),
+        }
     }
 
     /// The client, built on the first call.

@@ -27,6 +27,7 @@ mod catalog;
 mod connect;
 mod error;
 mod layout;
+mod warn;
 mod watch;
 
 use std::path::PathBuf;

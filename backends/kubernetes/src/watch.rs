@@ -1,5 +1,6 @@
 //! Loading once and watching: one kube-runtime watcher per target (and two for
-//! the catalog: Services, EndpointSlices), all polled inside one stream.
+//! the catalog: Services, EndpointSlices), all polled inside one [`Machine`]
+//! that [`drive`] runs.
 //!
 //! Each source keeps the objects it last saw. After a batch of events, every
 //! source that changed is turned back into keys for its own region of the tree
@@ -7,9 +8,13 @@
 //! what the stream reported before goes out. A relist after `410 Gone` thus
 //! reports nothing when nothing changed. Nothing is reported until every source
 //! has listed once; that first report is a whole [`Update::Snapshot`].
+//!
+//! The watchers re-watch and relist on their own, with kube's backoff; the
+//! errors they surface are the machine's [`Step::Failed`], so the driver paces
+//! the retries and reports an outage once, not once per watcher retry.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::stream::{self, BoxStream, ReadyChunks, SelectAll};
@@ -20,12 +25,16 @@ use kube::api::{Api, ListParams};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::ResourceExt;
-use sidekick_backend::{BackendError, Catalog, Interest, KeyTree, Snapshot, Update, UpdateStream};
+use sidekick_backend::{
+    drive, BackendError, Backoff, Catalog, Interest, KeyTree, Label, Machine, Names, Snapshot,
+    Step, Update, UpdateStream,
+};
 
 use crate::catalog::{self, Slice};
 use crate::connect::{Connection, Shared};
 use crate::error::{self, Op};
 use crate::layout::{Data, Kind, Plan, Target, Value};
+use crate::warn::WarnOnce;
 use crate::NAME;
 
 /// RBAC resource names, for messages.
@@ -36,7 +45,7 @@ const ENDPOINTSLICES: &str = "endpointslices.discovery.k8s.io";
 pub(crate) async fn load(shared: &Shared, interest: &Interest) -> Result<Snapshot, BackendError> {
     let conn = shared.connection().await?;
     let plan = Plan::new(interest);
-    warn_ignored(&plan, &shared.warned);
+    shared.warned.ignored_prefixes(&plan);
     let lists = plan.targets.iter().map(|t| list_target(conn, t));
     let catalog = async {
         if plan.services {
@@ -63,42 +72,19 @@ pub(crate) async fn load(shared: &Shared, interest: &Interest) -> Result<Snapsho
     Ok(Snapshot { keys, catalog })
 }
 
+/// Retry delays between failed steps of a watch. kube's own watcher backoff
+/// runs at the same time, so a watcher retries after the longer of the two.
+const BACKOFF_START: Duration = Duration::from_secs(1);
+const BACKOFF_CAP: Duration = Duration::from_secs(30);
+
 /// Watches everything `interest` covers until dropped.
 pub(crate) fn stream(shared: Arc<Shared>, interest: Interest) -> UpdateStream {
-    stream::unfold(
-        Phase::Connecting {
-            shared,
-            interest,
-            retry: None,
-        },
-        step,
-    )
-    .boxed()
-}
-
-/// Things warned about already, so that a poll or relist does not repeat them.
-#[derive(Debug, Default)]
-pub(crate) struct WarnOnce(Mutex<HashSet<String>>);
-
-impl WarnOnce {
-    /// True the first time `what` is seen.
-    fn first(&self, what: &str) -> bool {
-        let mut seen = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        seen.insert(what.to_string())
-    }
-}
-
-fn warn_ignored(plan: &Plan, warned: &WarnOnce) {
-    for prefix in &plan.ignored {
-        if !warned.first(&format!("prefix {prefix}")) {
-            continue;
-        }
-        tracing::warn!(
-            backend = NAME,
-            prefix = %prefix,
-            "prefix is outside the Kubernetes key layout (/configmaps/..., /secrets/...); it reads nothing"
-        );
-    }
+    let label = Label {
+        backend: NAME,
+        endpoint: shared.endpoint(),
+    };
+    let backoff = Backoff::new(BACKOFF_START, BACKOFF_CAP);
+    drive(Phase::Connecting { shared, interest }, backoff, label)
 }
 
 fn list_params(target: &Target) -> ListParams {
@@ -188,16 +174,7 @@ fn insert_keys(
             Value::Text(text) => {
                 keys.insert(&key, text.clone());
             }
-            Value::Binary(bytes) => {
-                if warned.first(&key) {
-                    tracing::warn!(
-                        backend = NAME,
-                        key = %key,
-                        bytes,
-                        "value is not UTF-8 text; it is left out"
-                    );
-                }
-            }
+            Value::Binary(bytes) => warned.binary_value(&key, *bytes),
         }
     }
 }
@@ -301,8 +278,9 @@ struct Source {
     objects: BTreeMap<String, Obj>,
     /// Objects of a list in progress; they replace `objects` when it is done.
     listing: Option<BTreeMap<String, Obj>>,
-    /// The last error reported for this source, until it recovers.
-    error: Option<String>,
+    /// Its last item was an error: until it delivers again, a quiet batch
+    /// from another source does not mean the watch is whole again.
+    failing: bool,
 }
 
 impl Source {
@@ -312,7 +290,7 @@ impl Source {
             synced: false,
             objects: BTreeMap::new(),
             listing: None,
-            error: None,
+            failing: false,
         }
     }
 
@@ -353,20 +331,41 @@ struct State {
     reported: Option<(KeyTree, Option<Catalog>)>,
     /// Sources changed since the last flush.
     dirty: BTreeSet<usize>,
-    /// An error went out and no good batch since.
-    errored: bool,
-    pending: VecDeque<Result<Vec<Update>, BackendError>>,
     warned: Arc<WarnOnce>,
 }
 
 impl State {
-    fn handle(&mut self, id: usize, item: Result<Event<Obj>, watcher::Error>) {
+    fn new(
+        interest: Interest,
+        namespace: &str,
+        server: &str,
+        whats: Vec<What>,
+        warned: &Arc<WarnOnce>,
+    ) -> State {
+        State {
+            interest,
+            namespace: namespace.to_string(),
+            server: server.to_string(),
+            sources: whats.into_iter().map(Source::new).collect(),
+            reported: None,
+            dirty: BTreeSet::new(),
+            warned: Arc::clone(warned),
+        }
+    }
+
+    /// Applies one item of source `id`. A watcher failure comes back as the
+    /// error to report; `410 Gone` is none (the watcher relists by itself).
+    fn handle(
+        &mut self,
+        id: usize,
+        item: Result<Event<Obj>, watcher::Error>,
+    ) -> Result<(), BackendError> {
         let Some(source) = self.sources.get_mut(id) else {
-            return;
+            return Ok(());
         };
         match item {
             Ok(event) => {
-                if source.error.take().is_some() {
+                if std::mem::take(&mut source.failing) {
                     tracing::debug!(
                         backend = NAME,
                         resource = source.what.resource(),
@@ -376,6 +375,7 @@ impl State {
                 if source.apply(event) {
                     self.dirty.insert(id);
                 }
+                Ok(())
             }
             Err(e) if error::is_gone(&e) => {
                 tracing::debug!(
@@ -383,42 +383,42 @@ impl State {
                     resource = source.what.resource(),
                     "resourceVersion expired (410 Gone); relisting"
                 );
+                Ok(())
             }
             Err(e) => {
+                source.failing = true;
                 let op = Op {
                     verb: "watch",
                     resource: source.what.resource(),
                     namespace: &self.namespace,
                     server: &self.server,
                 };
-                let err = error::from_watcher(e, op);
-                let text = err.to_string();
-                // The watcher retries with backoff; say each distinct failure once.
-                if source.error.as_deref() != Some(text.as_str()) {
-                    tracing::debug!(backend = NAME, resource = source.what.resource(), error = %text, "watch failed");
-                    source.error = Some(text);
-                    self.errored = true;
-                    self.pending.push_back(Err(err));
-                }
+                Err(error::from_watcher(e, op))
             }
         }
     }
 
-    /// Turns what changed into updates.
-    fn flush(&mut self) {
+    /// True when no source's last item was an error.
+    fn healthy(&self) -> bool {
+        self.sources.iter().all(|s| !s.failing)
+    }
+
+    /// Turns what changed since the last flush into updates: `None` until
+    /// every source has listed once, then one whole snapshot, then the puts,
+    /// deletes and catalog that differ from what was reported (maybe none).
+    fn flush(&mut self) -> Option<Vec<Update>> {
         let dirty = std::mem::take(&mut self.dirty);
         let Some((keys, reported_catalog)) = &mut self.reported else {
-            if self.sources.iter().all(|s| s.synced) {
-                let snapshot = Snapshot {
-                    keys: self.all_keys(),
-                    catalog: self.catalog(),
-                };
-                tracing::debug!(backend = NAME, keys = snapshot.keys.len(), "watch synced");
-                self.reported = Some((snapshot.keys.clone(), snapshot.catalog.clone()));
-                self.errored = false;
-                self.pending.push_back(Ok(vec![Update::Snapshot(snapshot)]));
+            if !self.sources.iter().all(|s| s.synced) {
+                return None;
             }
-            return;
+            let snapshot = Snapshot {
+                keys: self.all_keys(),
+                catalog: self.catalog(),
+            };
+            tracing::debug!(backend = NAME, keys = snapshot.keys.len(), "watch synced");
+            self.reported = Some((snapshot.keys.clone(), snapshot.catalog.clone()));
+            return Some(vec![Update::Snapshot(snapshot)]);
         };
         let mut updates = Vec::new();
         let mut catalog_dirty = false;
@@ -452,12 +452,10 @@ impl State {
                 }
             }
         }
-        let recovered = self.errored && self.sources.iter().all(|s| s.error.is_none());
-        if !updates.is_empty() || recovered {
+        if !updates.is_empty() {
             tracing::debug!(backend = NAME, updates = updates.len(), "watch change");
-            self.errored = false;
-            self.pending.push_back(Ok(updates));
         }
+        Some(updates)
     }
 
     fn all_keys(&mut self) -> KeyTree {
@@ -517,66 +515,124 @@ fn diff_region(reported: &mut KeyTree, fresh: &KeyTree, region: &str, out: &mut 
     }
 }
 
-/// Tagged events of all sources, in batches of what is ready at once.
-type Merged =
-    ReadyChunks<SelectAll<BoxStream<'static, (usize, Result<Event<Obj>, watcher::Error>)>>>;
+/// One watcher item, tagged with its source's index.
+type Tagged = (usize, Result<Event<Obj>, watcher::Error>);
 
-struct Running {
-    events: Merged,
-    state: State,
+/// Tagged events of all sources, in batches of what is ready at once.
+type Merged = ReadyChunks<SelectAll<BoxStream<'static, Tagged>>>;
+
+fn merge(streams: Vec<Events>) -> Merged {
+    let tagged = streams
+        .into_iter()
+        .enumerate()
+        .map(|(id, events)| events.map(move |item| (id, item)).boxed());
+    stream::select_all(tagged).ready_chunks(256)
 }
 
+/// The watch over one interest, as the driver runs it.
 enum Phase {
+    /// Building the client (on first use) and opening the watchers.
     Connecting {
         shared: Arc<Shared>,
         interest: Interest,
-        retry: Option<Duration>,
     },
-    Running(Box<Running>),
+    /// The watchers are open; their events go into the store.
+    Watching(Box<Running>),
+    /// The interest reads nothing: its empty snapshot went out, and nothing
+    /// will ever change. Pending for good rather than ending, which would say
+    /// the backend gave up.
+    Idle,
 }
 
-type Item = Result<Vec<Update>, BackendError>;
+/// Open watchers and the store they fill.
+struct Running {
+    events: Merged,
+    /// Items read but not handled yet: what followed a failure in its batch.
+    backlog: VecDeque<Tagged>,
+    /// A failure to report on the next step, after the changes before it.
+    failed: Option<BackendError>,
+    state: State,
+}
 
-async fn step(phase: Phase) -> Option<(Item, Phase)> {
-    match phase {
-        Phase::Connecting {
-            shared,
-            interest,
-            retry,
-        } => {
-            if let Some(delay) = retry {
-                tokio::time::sleep(delay).await;
-            }
-            match shared.connection().await {
-                Ok(conn) => match start(conn, interest, &shared.warned) {
-                    Some(running) => drive(running).await,
-                    // Nothing to watch: pending for good rather than ending,
-                    // which would make the core fall back to polling.
-                    None => std::future::pending().await,
-                },
-                Err(e) => {
-                    let next = retry.map_or(Duration::from_secs(1), |d| {
-                        (d * 2).min(Duration::from_secs(30))
-                    });
-                    Some((
-                        Err(e),
-                        Phase::Connecting {
-                            shared,
-                            interest,
-                            retry: Some(next),
-                        },
-                    ))
+impl Machine for Phase {
+    fn state(&self) -> &'static str {
+        match self {
+            Phase::Connecting { .. } => "connecting",
+            Phase::Watching(_) => "watching",
+            Phase::Idle => "idle",
+        }
+    }
+
+    fn names(&self) -> Names {
+        Names {
+            watch: "kubernetes watch",
+            service: "kubernetes API server",
+        }
+    }
+
+    async fn step(&mut self) -> Step {
+        match self {
+            Phase::Connecting { shared, interest } => {
+                let conn = match shared.connection().await {
+                    Ok(conn) => conn,
+                    Err(e) => return Step::Failed(e),
+                };
+                match start(conn, interest.clone(), &shared.warned) {
+                    Some(running) => {
+                        *self = Phase::Watching(running);
+                        Step::Pending
+                    }
+                    None => {
+                        *self = Phase::Idle;
+                        Step::Updates(vec![Update::Snapshot(Snapshot::default())])
+                    }
                 }
             }
+            Phase::Watching(running) => running.step().await,
+            Phase::Idle => std::future::pending().await,
         }
-        Phase::Running(running) => drive(running).await,
+    }
+}
+
+impl Running {
+    /// Handles the next batch of events (or the rest of the last one).
+    async fn step(&mut self) -> Step {
+        if let Some(error) = self.failed.take() {
+            return Step::Failed(error);
+        }
+        if self.backlog.is_empty() {
+            // The watchers retry on their own and never end, so `None`
+            // cannot come; should it, wait for good rather than end.
+            let Some(batch) = self.events.next().await else {
+                return std::future::pending().await;
+            };
+            self.backlog.extend(batch);
+        }
+        while let Some((id, item)) = self.backlog.pop_front() {
+            if let Err(error) = self.state.handle(id, item) {
+                return match self.state.flush() {
+                    Some(updates) if !updates.is_empty() => {
+                        self.failed = Some(error);
+                        Step::Updates(updates)
+                    }
+                    _ => Step::Failed(error),
+                };
+            }
+        }
+        match self.state.flush() {
+            // An empty batch tells the driver the watch answered; only when
+            // every source did, so another source's quiet event does not end
+            // an outage that goes on.
+            Some(updates) if !updates.is_empty() || self.state.healthy() => Step::Updates(updates),
+            _ => Step::Pending,
+        }
     }
 }
 
 /// Opens one watch per source; `None` when the interest reads nothing.
 fn start(conn: &Connection, interest: Interest, warned: &Arc<WarnOnce>) -> Option<Box<Running>> {
     let plan = Plan::new(&interest);
-    warn_ignored(&plan, warned);
+    warned.ignored_prefixes(&plan);
     let mut whats: Vec<What> = plan.targets.iter().cloned().map(What::Keys).collect();
     if plan.services {
         whats.push(What::Services);
@@ -585,52 +641,28 @@ fn start(conn: &Connection, interest: Interest, warned: &Arc<WarnOnce>) -> Optio
     if whats.is_empty() {
         return None;
     }
-    let streams: Vec<_> = whats
-        .iter()
-        .enumerate()
-        .map(|(id, what)| what.open(conn).map(move |item| (id, item)).boxed())
-        .collect();
+    let events = merge(whats.iter().map(|what| what.open(conn)).collect());
     tracing::debug!(
         backend = NAME,
         namespace = %conn.namespace,
         watches = whats.len(),
         "watching"
     );
-    let state = State {
-        interest,
-        namespace: conn.namespace.clone(),
-        server: conn.server.clone(),
-        sources: whats.into_iter().map(Source::new).collect(),
-        reported: None,
-        dirty: BTreeSet::new(),
-        errored: false,
-        pending: VecDeque::new(),
-        warned: Arc::clone(warned),
-    };
     Some(Box::new(Running {
-        events: stream::select_all(streams).ready_chunks(256),
-        state,
+        events,
+        backlog: VecDeque::new(),
+        failed: None,
+        state: State::new(interest, &conn.namespace, &conn.server, whats, warned),
     }))
-}
-
-async fn drive(mut running: Box<Running>) -> Option<(Item, Phase)> {
-    loop {
-        if let Some(item) = running.state.pending.pop_front() {
-            return Some((item, Phase::Running(running)));
-        }
-        // The watchers never end on their own; `None` cannot come, but if it
-        // did the stream would end and the core would fall back to polling.
-        let batch = running.events.next().await?;
-        for (id, item) in batch {
-            running.state.handle(id, item);
-        }
-        running.state.flush();
-    }
 }
 
 #[cfg(test)]
 mod tests {
+    use futures::channel::mpsc::{unbounded, UnboundedSender};
+
     use super::*;
+
+    type Tx = UnboundedSender<Result<Event<Obj>, watcher::Error>>;
 
     fn data(name: &str, pairs: &[(&str, &str)]) -> Obj {
         Obj::Data(Data {
@@ -642,52 +674,97 @@ mod tests {
         })
     }
 
-    fn state(prefixes: &[&str]) -> State {
+    /// A watch over `prefixes` whose sources are channels the test feeds,
+    /// driven as the backend drives it, with a fast backoff.
+    fn watching(prefixes: &[&str]) -> (UpdateStream, Vec<Tx>) {
         let interest = Interest {
             prefixes: prefixes.iter().map(|s| s.to_string()).collect(),
             services: false,
         };
-        let plan = Plan::new(&interest);
-        State {
-            sources: plan
-                .targets
-                .into_iter()
-                .map(|t| Source::new(What::Keys(t)))
-                .collect(),
-            interest,
-            namespace: "default".into(),
-            server: "http://127.0.0.1:1/".into(),
-            reported: None,
-            dirty: BTreeSet::new(),
-            errored: false,
-            pending: VecDeque::new(),
-            warned: Arc::default(),
-        }
-    }
-
-    fn list(state: &mut State, id: usize, objs: Vec<Obj>) {
-        state.handle(id, Ok(Event::Init));
-        for o in objs {
-            state.handle(id, Ok(Event::InitApply(o)));
-        }
-        state.handle(id, Ok(Event::InitDone));
-        state.flush();
-    }
-
-    #[test]
-    fn first_sync_is_one_snapshot_then_diffs() {
-        let mut s = state(&["/configmaps/app"]);
-        list(&mut s, 0, vec![data("app", &[("a", "1"), ("b", "2")])]);
-        let first = s.pending.pop_front().expect("snapshot").expect("ok");
-        let Update::Snapshot(snap) = &first[0] else {
-            panic!("{first:?}")
+        let whats: Vec<What> = Plan::new(&interest)
+            .targets
+            .into_iter()
+            .map(What::Keys)
+            .collect();
+        let (txs, rxs): (Vec<Tx>, Vec<Events>) = whats
+            .iter()
+            .map(|_| {
+                let (tx, rx) = unbounded();
+                (tx, rx.boxed())
+            })
+            .unzip();
+        let running = Running {
+            events: merge(rxs),
+            backlog: VecDeque::new(),
+            failed: None,
+            state: State::new(
+                interest,
+                "default",
+                "http://127.0.0.1:1/",
+                whats,
+                &Arc::default(),
+            ),
         };
-        assert_eq!(snap.keys.get("/configmaps/app/a"), Some("1"));
-        s.handle(0, Ok(Event::Apply(data("app", &[("a", "1"), ("c", "3")]))));
-        s.flush();
-        let batch = s.pending.pop_front().expect("diff").expect("ok");
+        let backoff = Backoff::new(Duration::from_millis(1), Duration::from_millis(4));
+        let label = Label {
+            backend: NAME,
+            endpoint: "test".into(),
+        };
+        (
+            drive(Phase::Watching(Box::new(running)), backoff, label),
+            txs,
+        )
+    }
+
+    fn list(tx: &Tx, objs: Vec<Obj>) {
+        let events = std::iter::once(Event::Init)
+            .chain(objs.into_iter().map(Event::InitApply))
+            .chain(std::iter::once(Event::InitDone));
+        for event in events {
+            tx.unbounded_send(Ok(event)).expect("watch open");
+        }
+    }
+
+    fn status(code: u16) -> watcher::Error {
+        watcher::Error::WatchError(Box::new(kube::core::Status {
+            code,
+            message: "no".into(),
+            ..Default::default()
+        }))
+    }
+
+    async fn next(s: &mut UpdateStream) -> Result<Vec<Update>, BackendError> {
+        tokio::time::timeout(Duration::from_secs(5), s.next())
+            .await
+            .expect("an item")
+            .expect("the stream goes on")
+    }
+
+    /// Asserts that nothing comes for a while.
+    async fn quiet(s: &mut UpdateStream) {
+        if let Ok(item) = tokio::time::timeout(Duration::from_millis(50), s.next()).await {
+            panic!("unexpected {item:?}");
+        }
+    }
+
+    fn snapshot(batch: &[Update]) -> &Snapshot {
+        match batch {
+            [Update::Snapshot(snap)] => snap,
+            other => panic!("expected one snapshot, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn first_sync_is_one_snapshot_then_diffs() {
+        let (mut s, txs) = watching(&["/configmaps/app"]);
+        list(&txs[0], vec![data("app", &[("a", "1"), ("b", "2")])]);
+        let first = next(&mut s).await.expect("ok");
+        assert_eq!(snapshot(&first).keys.get("/configmaps/app/a"), Some("1"));
+        txs[0]
+            .unbounded_send(Ok(Event::Apply(data("app", &[("a", "1"), ("c", "3")]))))
+            .expect("open");
         assert_eq!(
-            batch,
+            next(&mut s).await.expect("ok"),
             [
                 Update::Delete {
                     key: "/configmaps/app/b".into()
@@ -700,48 +777,101 @@ mod tests {
         );
     }
 
-    #[test]
-    fn relist_without_change_reports_nothing() {
-        let mut s = state(&["/"]);
-        list(&mut s, 0, vec![data("app", &[("a", "1")])]);
-        list(&mut s, 1, vec![]);
-        assert_eq!(s.pending.len(), 1, "one snapshot once both sources listed");
-        s.pending.clear();
+    #[tokio::test]
+    async fn relist_without_change_reports_nothing() {
+        let (mut s, txs) = watching(&["/"]);
+        list(&txs[0], vec![data("app", &[("a", "1")])]);
+        quiet(&mut s).await;
+        list(&txs[1], vec![]);
+        next(&mut s)
+            .await
+            .expect("one snapshot once both sources listed");
         let gone = kube::core::Status {
             code: 410,
             reason: "Expired".into(),
             ..Default::default()
         };
-        s.handle(0, Err(watcher::Error::WatchError(Box::new(gone))));
-        list(&mut s, 0, vec![data("app", &[("a", "1")])]);
-        assert!(s.pending.is_empty(), "{:?}", s.pending);
+        txs[0]
+            .unbounded_send(Err(watcher::Error::WatchError(Box::new(gone))))
+            .expect("open");
+        list(&txs[0], vec![data("app", &[("a", "1")])]);
+        quiet(&mut s).await;
+        // The next item is the next real change.
+        txs[0]
+            .unbounded_send(Ok(Event::Apply(data("app", &[("a", "2")]))))
+            .expect("open");
+        assert_eq!(
+            next(&mut s).await.expect("ok"),
+            [Update::Put {
+                key: "/configmaps/app/a".into(),
+                value: "2".into()
+            }]
+        );
     }
 
-    #[test]
-    fn repeated_errors_go_out_once() {
-        let mut s = state(&["/configmaps"]);
+    #[tokio::test]
+    async fn repeated_errors_go_out_once() {
+        let (mut s, txs) = watching(&["/configmaps"]);
         for _ in 0..3 {
-            let forbidden = kube::core::Status {
-                code: 403,
-                message: "no".into(),
-                ..Default::default()
-            };
-            s.handle(0, Err(watcher::Error::WatchError(Box::new(forbidden))));
+            txs[0].unbounded_send(Err(status(403))).expect("open");
         }
-        assert_eq!(s.pending.len(), 1);
-        assert!(matches!(s.pending[0], Err(BackendError::Denied { .. })));
+        assert!(matches!(
+            next(&mut s).await,
+            Err(BackendError::Denied { .. })
+        ));
+        quiet(&mut s).await;
+        // The watcher gets through: the first good item is the snapshot.
+        list(&txs[0], vec![data("app", &[("a", "1")])]);
+        let first = next(&mut s).await.expect("ok");
+        assert_eq!(snapshot(&first).keys.len(), 1);
     }
 
-    #[test]
-    fn keys_outside_the_interest_stay_out() {
-        let mut s = state(&["/configmaps/app/a"]);
-        list(&mut s, 0, vec![data("app", &[("a", "1"), ("b", "2")])]);
-        let Ok(batch) = s.pending.pop_front().expect("snapshot") else {
-            panic!()
+    #[tokio::test]
+    async fn an_outage_ends_with_an_empty_batch_once_every_source_answers() {
+        let (mut s, txs) = watching(&["/configmaps", "/secrets"]);
+        list(&txs[0], vec![data("app", &[("a", "1")])]);
+        list(&txs[1], vec![]);
+        next(&mut s).await.expect("snapshot");
+        txs[0].unbounded_send(Err(status(500))).expect("open");
+        let err = next(&mut s).await.expect_err("the outage");
+        assert!(err.is_transient(), "{err}");
+        // A quiet relist of the other source does not end it.
+        list(&txs[1], vec![]);
+        quiet(&mut s).await;
+        // The failing one relists with nothing new: an empty batch says so.
+        list(&txs[0], vec![data("app", &[("a", "1")])]);
+        assert_eq!(next(&mut s).await.expect("ok"), []);
+    }
+
+    #[tokio::test]
+    async fn changes_before_a_failure_go_out_before_it() {
+        let (mut s, txs) = watching(&["/configmaps/app"]);
+        list(&txs[0], vec![data("app", &[("a", "1")])]);
+        next(&mut s).await.expect("snapshot");
+        txs[0]
+            .unbounded_send(Ok(Event::Apply(data("app", &[("a", "2")]))))
+            .expect("open");
+        txs[0].unbounded_send(Err(status(403))).expect("open");
+        txs[0]
+            .unbounded_send(Ok(Event::Apply(data("app", &[("a", "3")]))))
+            .expect("open");
+        let put = |v: &str| Update::Put {
+            key: "/configmaps/app/a".into(),
+            value: v.into(),
         };
-        let Update::Snapshot(snap) = &batch[0] else {
-            panic!()
-        };
-        assert_eq!(snap.keys.len(), 1);
+        assert_eq!(next(&mut s).await.expect("ok"), [put("2")]);
+        assert!(matches!(
+            next(&mut s).await,
+            Err(BackendError::Denied { .. })
+        ));
+        assert_eq!(next(&mut s).await.expect("ok"), [put("3")]);
+    }
+
+    #[tokio::test]
+    async fn keys_outside_the_interest_stay_out() {
+        let (mut s, txs) = watching(&["/configmaps/app/a"]);
+        list(&txs[0], vec![data("app", &[("a", "1"), ("b", "2")])]);
+        let first = next(&mut s).await.expect("ok");
+        assert_eq!(snapshot(&first).keys.len(), 1);
     }
 }

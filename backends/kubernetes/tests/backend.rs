@@ -182,6 +182,23 @@ async fn watch_reports_puts_and_deletes_after_one_snapshot() {
 }
 
 #[tokio::test]
+async fn a_watch_that_reads_nothing_still_starts_with_a_snapshot() {
+    let cluster = Cluster::start();
+    cluster.put_configmap("app", &[("a", "1")]);
+    let b = backend(&cluster);
+    let mut stream = b.watch(&interest(&["/db/host"], false)).expect("watch");
+    let snap = first_snapshot(&mut stream).await;
+    assert!(snap.keys.is_empty(), "{snap:?}");
+    assert!(snap.catalog.is_none());
+    // Nothing more ever comes, and the stream does not end.
+    quiet_until(&mut stream, "a while", {
+        let until = tokio::time::Instant::now() + Duration::from_millis(100);
+        move || tokio::time::Instant::now() >= until
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn secret_changes_arrive_decoded() {
     let cluster = Cluster::start();
     cluster.put_secret("db", &[("password", b"one")]);

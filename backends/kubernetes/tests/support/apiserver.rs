@@ -890,25 +890,12 @@ fn parse_query(text: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// One query component as `application/x-www-form-urlencoded` has it: `+`
+/// is a space, `%XX` a byte (a malformed escape stays as it is).
 fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let decoded = match bytes[i] {
-            b'+' => Some((b' ', 1)),
-            b'%' => bytes
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .map(|b| (b, 3)),
-            _ => None,
-        };
-        let (byte, len) = decoded.unwrap_or((bytes[i], 1));
-        out.push(byte);
-        i += len;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(&s.replace('+', " "))
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 // ---------------------------------------------------------------------------

@@ -650,6 +650,12 @@ impl<S: Source> Machine for Watch<S> {
                 for query in schedule {
                     send(&self.source, query, inflight, aborts);
                 }
+                // One step, one outcome for the driver. Changes always go
+                // out; a failure among them is reported by the next step.
+                // The driver keeps one health for the whole watch, so while
+                // one query fails (a refused path) and others bring changes,
+                // the failure is reported again after each change. Further
+                // failures of the same batch recur on their own retries.
                 let mut errors = errors.into_iter();
                 let error = errors.next();
                 for also in errors {

@@ -1,8 +1,14 @@
-//! Picks and builds the backend named by `--backend`. Adding a backend adds one
-//! arm here and one crate under `backends/`.
+//! Each backend's settings (one group of flags and settings-file keys per
+//! backend, under its own `--help` heading) and the factory that builds the
+//! backend `--backend` names from its group. Adding a backend adds a group and
+//! an arm here and a crate under `backends/`; a backend left out of the build
+//! (cargo feature) takes its group with it.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
+use clap::Args;
+use serde::Deserialize;
 use sidekick_backend::Backend;
 #[cfg(feature = "consul")]
 use sidekick_backend_consul::{ConsulBackend, ConsulConfig};
@@ -15,7 +21,172 @@ use sidekick_backend_kubernetes::{KubernetesBackend, KubernetesConfig};
 #[cfg(feature = "rancher")]
 use sidekick_backend_rancher::{RancherBackend, RancherConfig};
 
-use crate::config::Settings;
+use crate::config::{Settings, SettingsFile};
+
+/// Every backend's group. Unset settings stay `None` (or empty): each backend
+/// has its own defaults.
+#[derive(Clone, Default, Args)]
+pub(crate) struct BackendOptions {
+    #[command(flatten, next_help_heading = "File backend options")]
+    pub file: FileOptions,
+    #[cfg(any(feature = "etcd", feature = "consul", feature = "rancher"))]
+    #[command(flatten, next_help_heading = "Connection options")]
+    pub connection: ConnectionOptions,
+    #[cfg(any(feature = "etcd", feature = "consul"))]
+    #[command(flatten, next_help_heading = "TLS options (etcd, Consul)")]
+    pub tls: TlsOptions,
+    #[cfg(feature = "etcd")]
+    #[command(flatten, next_help_heading = "etcd options")]
+    pub etcd: EtcdOptions,
+    #[cfg(feature = "consul")]
+    #[command(flatten, next_help_heading = "Consul options")]
+    pub consul: ConsulOptions,
+    #[cfg(feature = "rancher")]
+    #[command(flatten, next_help_heading = "Rancher options")]
+    pub rancher: RancherOptions,
+    #[cfg(feature = "kubernetes")]
+    #[command(flatten, next_help_heading = "Kubernetes options")]
+    pub kubernetes: KubernetesOptions,
+}
+
+impl BackendOptions {
+    /// Each group's keys from the settings file.
+    pub fn read(file: &mut SettingsFile) -> BackendOptions {
+        BackendOptions {
+            file: file.read(),
+            #[cfg(any(feature = "etcd", feature = "consul", feature = "rancher"))]
+            connection: file.read(),
+            #[cfg(any(feature = "etcd", feature = "consul"))]
+            tls: file.read(),
+            #[cfg(feature = "etcd")]
+            etcd: file.read(),
+            #[cfg(feature = "consul")]
+            consul: file.read(),
+            #[cfg(feature = "rancher")]
+            rancher: file.read(),
+            #[cfg(feature = "kubernetes")]
+            kubernetes: file.read(),
+        }
+    }
+}
+
+/// The file backend's data and service catalog.
+#[derive(Clone, Default, Args, Deserialize)]
+#[serde(default)]
+pub(crate) struct FileOptions {
+    /// Data file or directory (YAML, JSON, TOML); repeatable. For metadata-server: the answers file
+    #[arg(
+        long = "file",
+        env = "SIDEKICK_FILE",
+        value_delimiter = ',',
+        value_name = "PATH"
+    )]
+    #[serde(alias = "file")]
+    pub files: Vec<PathBuf>,
+    /// YAML/JSON/TOML file of services and their instances (the catalog)
+    #[arg(long, env = "SIDEKICK_SERVICES_FILE", value_name = "PATH")]
+    #[serde(alias = "services-file")]
+    pub services_file: Option<PathBuf>,
+}
+
+/// Where a network backend is (etcd, Consul, Rancher).
+#[cfg(any(feature = "etcd", feature = "consul", feature = "rancher"))]
+#[derive(Clone, Default, Args, Deserialize)]
+#[serde(default)]
+pub(crate) struct ConnectionOptions {
+    /// Backend address; repeatable (several endpoints of one cluster)
+    #[arg(
+        long = "node",
+        env = "SIDEKICK_NODE",
+        value_delimiter = ',',
+        value_name = "URL"
+    )]
+    #[serde(alias = "node")]
+    pub nodes: Vec<String>,
+}
+
+/// Client certificates and the CA to check the backend with (etcd, Consul).
+#[cfg(any(feature = "etcd", feature = "consul"))]
+#[derive(Clone, Default, Args, Deserialize)]
+#[serde(default)]
+pub(crate) struct TlsOptions {
+    /// Client certificate (PEM) for TLS to the backend
+    #[arg(long, env = "SIDEKICK_CLIENT_CERT", value_name = "FILE")]
+    #[serde(alias = "client-cert")]
+    pub client_cert: Option<PathBuf>,
+    /// Client key (PEM) for TLS to the backend
+    #[arg(long, env = "SIDEKICK_CLIENT_KEY", value_name = "FILE")]
+    #[serde(alias = "client-key")]
+    pub client_key: Option<PathBuf>,
+    /// CA certificate(s) (PEM) to verify the backend with
+    #[arg(long, env = "SIDEKICK_CLIENT_CA_KEYS", value_name = "FILE")]
+    #[serde(alias = "client-ca-keys")]
+    pub client_ca_keys: Option<PathBuf>,
+}
+
+/// etcd's authentication.
+#[cfg(feature = "etcd")]
+#[derive(Clone, Default, Args, Deserialize)]
+#[serde(default)]
+pub(crate) struct EtcdOptions {
+    /// User name for etcd auth
+    #[arg(long, env = "SIDEKICK_USERNAME", value_name = "USER")]
+    pub username: Option<String>,
+    /// Password for --username; never logged
+    #[arg(
+        long,
+        env = "SIDEKICK_ETCD_PASSWORD",
+        value_name = "PASSWORD",
+        hide_env_values = true
+    )]
+    pub password: Option<String>,
+}
+
+/// Consul's ACL token and datacenter.
+#[cfg(feature = "consul")]
+#[derive(Clone, Default, Args, Deserialize)]
+#[serde(default)]
+pub(crate) struct ConsulOptions {
+    /// ACL token, sent as X-Consul-Token; never logged
+    #[arg(
+        long,
+        env = "SIDEKICK_CONSUL_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    #[serde(alias = "auth-token")]
+    pub auth_token: Option<String>,
+    /// Datacenter to query
+    #[arg(long, env = "SIDEKICK_DATACENTER", value_name = "DC")]
+    pub datacenter: Option<String>,
+}
+
+/// The Rancher backend's `self`, and the metadata server's address.
+#[cfg(feature = "rancher")]
+#[derive(Clone, Default, Args, Deserialize)]
+#[serde(default)]
+pub(crate) struct RancherOptions {
+    /// Address to listen on (metadata-server)
+    #[arg(long, env = "SIDEKICK_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Container the metadata server answers `self` for, whoever asks
+    #[arg(long = "self", env = "SIDEKICK_SELF", value_name = "CONTAINER")]
+    #[serde(rename = "self")]
+    pub self_container: Option<String>,
+}
+
+/// Which cluster and namespace to read.
+#[cfg(feature = "kubernetes")]
+#[derive(Clone, Default, Args, Deserialize)]
+#[serde(default)]
+pub(crate) struct KubernetesOptions {
+    /// kubeconfig file (default: in-cluster, then KUBECONFIG)
+    #[arg(long, env = "SIDEKICK_KUBECONFIG", value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Namespace (default: the pod's own)
+    #[arg(long, env = "SIDEKICK_NAMESPACE", value_name = "NS")]
+    pub namespace: Option<String>,
+}
 
 /// Names `--backend` accepts today.
 pub(crate) const NAMES: &[&str] = &["file", "env", "etcdv3", "consul", "rancher", "kubernetes"];
@@ -32,17 +203,19 @@ pub(crate) enum BuildError {
     Settings { message: String },
 }
 
-/// Builds the backend the settings name.
+/// Builds the backend the settings name, from its group.
 pub(crate) fn build(settings: &Settings) -> Result<Arc<dyn Backend>, BuildError> {
+    let options = &settings.backends;
     match settings.backend.as_str() {
         "file" => {
-            if settings.files.is_empty() && settings.services_file.is_none() {
+            let file = &options.file;
+            if file.files.is_empty() && file.services_file.is_none() {
                 return Err(BuildError::Settings {
                     message: "file: needs at least one --file PATH (YAML, JSON or TOML file, or a directory of them)"
                         .into(),
                 });
             }
-            let backend = FileBackend::new(settings.files.clone(), settings.services_file.clone())
+            let backend = FileBackend::new(file.files.clone(), file.services_file.clone())
                 .map_err(|e| settings_error("file", e))?;
             Ok(Arc::new(backend))
         }
@@ -50,40 +223,40 @@ pub(crate) fn build(settings: &Settings) -> Result<Arc<dyn Backend>, BuildError>
         #[cfg(feature = "etcd")]
         "etcdv3" | "etcd" => Ok(Arc::new(
             EtcdBackend::new(EtcdConfig {
-                endpoints: settings.nodes.clone(),
-                username: settings.username.clone(),
-                password: settings.password.clone(),
-                client_cert: settings.client_cert.clone(),
-                client_key: settings.client_key.clone(),
-                client_ca_keys: settings.client_ca_keys.clone(),
+                endpoints: options.connection.nodes.clone(),
+                username: options.etcd.username.clone(),
+                password: options.etcd.password.clone(),
+                client_cert: options.tls.client_cert.clone(),
+                client_key: options.tls.client_key.clone(),
+                client_ca_keys: options.tls.client_ca_keys.clone(),
             })
             .map_err(|e| settings_error("etcdv3", e))?,
         )),
         #[cfg(feature = "consul")]
         "consul" => Ok(Arc::new(
             ConsulBackend::new(ConsulConfig {
-                nodes: settings.nodes.clone(),
-                token: settings.auth_token.clone(),
-                datacenter: settings.datacenter.clone(),
-                ca_file: settings.client_ca_keys.clone(),
-                cert_file: settings.client_cert.clone(),
-                key_file: settings.client_key.clone(),
+                nodes: options.connection.nodes.clone(),
+                token: options.consul.auth_token.clone(),
+                datacenter: options.consul.datacenter.clone(),
+                ca_file: options.tls.client_ca_keys.clone(),
+                cert_file: options.tls.client_cert.clone(),
+                key_file: options.tls.client_key.clone(),
             })
             .map_err(|e| settings_error("consul", e))?,
         )),
         #[cfg(feature = "rancher")]
         "rancher" => Ok(Arc::new(
             RancherBackend::new(RancherConfig {
-                node: settings.nodes.first().cloned(),
+                node: options.connection.nodes.first().cloned(),
             })
-            .and_then(|b| b.with_self_container(settings.self_container.clone()))
+            .and_then(|b| b.with_self_container(options.rancher.self_container.clone()))
             .map_err(|e| settings_error("rancher", e))?,
         )),
         #[cfg(feature = "kubernetes")]
         "kubernetes" | "k8s" => Ok(Arc::new(
             KubernetesBackend::new(KubernetesConfig {
-                kubeconfig: settings.kubeconfig.clone(),
-                namespace: settings.namespace.clone(),
+                kubeconfig: options.kubernetes.kubeconfig.clone(),
+                namespace: options.kubernetes.namespace.clone(),
             })
             .map_err(|e| settings_error("kubernetes", e))?,
         )),

@@ -1,110 +1,133 @@
-//! Settings: flags win, then `SIDEKICK_*` environment variables (both read by
-//! clap), then the config file, then defaults.
+//! Settings and where each one comes from.
+//!
+//! Every setting is one field: of [`Settings`] for the core, or of its
+//! backend's group in `backend.rs` ([`BackendOptions`]). The field's clap
+//! attributes make it a flag with a `SIDEKICK_*` environment variable, its
+//! serde attributes make it a settings-file key (the field's name, or confd's
+//! dashed spelling). Defaults are written once, in `impl Default for Settings`
+//! (backend groups default to "not set" and leave the rest to the backend).
+//!
+//! One rule merges them: a flag wins, then its environment variable (clap
+//! reads both), then the settings file, then the default. [`Settings::load`]
+//! applies it bottom up: it starts from the defaults, reads the file over them
+//! (keys the file leaves out keep their default), then lays over that what
+//! flags and environment set (clap's `update_from_arg_matches` touches only
+//! those). On/off settings take a value (`--noop=false`,
+//! `SIDEKICK_NOOP=false`), so the environment can turn off what the file
+//! turns on.
+//!
+//! The file is flat (every key at its top, as in confd) while the flags come in
+//! groups. serde's `flatten` would join the two but reports a bad or unknown
+//! key at line 1, so [`SettingsFile`] lets each group read the whole file for
+//! its own keys, then rejects, at its line, a key that no group knows.
 
 use std::path::{Path, PathBuf};
 
+use clap::builder::BoolishValueParser;
+use clap::{ArgAction, ArgMatches, Args, FromArgMatches as _};
+use serde::de::{self, DeserializeOwned, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
-use crate::cli::{Flags, LogFormat};
+use crate::backend::BackendOptions;
+use crate::cli::LogFormat;
 use crate::debounce::Wait;
 
-/// Where sidekick looks for conf.d/ and templates/ when nothing says otherwise.
-pub(crate) const DEFAULT_CONFDIR: &str = "/etc/sidekick";
-/// Poll interval in seconds, as in confd.
-pub(crate) const DEFAULT_INTERVAL: u64 = 600;
-
-/// The settings file: the same settings as the flags, in TOML. confd's dashed
-/// spellings are accepted too so a confd.toml moves over.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct FileSettings {
-    confdir: Option<PathBuf>,
-    backend: Option<String>,
-    #[serde(alias = "node")]
-    nodes: Option<Vec<String>>,
-    prefix: Option<String>,
-    wait: Option<String>,
-    #[serde(alias = "files")]
-    file: Option<Vec<PathBuf>>,
-    #[serde(alias = "services-file")]
-    services_file: Option<PathBuf>,
-    onetime: Option<bool>,
-    watch: Option<bool>,
-    interval: Option<u64>,
-    noop: Option<bool>,
-    diff: Option<bool>,
-    #[serde(alias = "sync-only")]
-    sync_only: Option<bool>,
-    #[serde(alias = "keep-stage-file")]
-    keep_stage_file: Option<bool>,
-    username: Option<String>,
-    password: Option<String>,
-    #[serde(alias = "client-cert")]
-    client_cert: Option<PathBuf>,
-    #[serde(alias = "client-key")]
-    client_key: Option<PathBuf>,
-    #[serde(alias = "client-ca-keys")]
-    client_ca_keys: Option<PathBuf>,
-    #[serde(alias = "auth-token")]
-    auth_token: Option<String>,
-    datacenter: Option<String>,
-    kubeconfig: Option<PathBuf>,
-    namespace: Option<String>,
-    listen: Option<String>,
-    #[serde(rename = "self")]
-    self_container: Option<String>,
-    #[serde(alias = "log-level")]
-    log_level: Option<String>,
-    #[serde(alias = "log-format")]
-    log_format: Option<LogFormat>,
-}
-
-/// Everything a run needs, after merging and defaults.
-// Some fields are read only by optional backends (cargo features).
-#[cfg_attr(
-    not(all(
-        feature = "etcd",
-        feature = "consul",
-        feature = "rancher",
-        feature = "kubernetes"
-    )),
-    allow(dead_code)
-)]
-#[derive(Clone)]
+/// Everything a run needs: the core settings here, each backend's in its
+/// group under `backends`. Not `Debug`: the groups hold passwords and tokens,
+/// which are never logged.
+///
+/// Built by [`Settings::load`] only; clap's `from_arg_matches` would ask for
+/// every flag, since nothing here is optional to a run.
+#[derive(Clone, Args, Deserialize)]
+#[serde(default)]
 pub(crate) struct Settings {
+    /// Directory holding conf.d/ and templates/ [default: /etc/sidekick]
+    #[arg(long, env = "SIDEKICK_CONFDIR", value_name = "DIR")]
     pub confdir: PathBuf,
+    /// Settings file [default: CONFDIR/sidekick.toml, optional]
+    #[arg(long, env = "SIDEKICK_CONFIG_FILE", value_name = "FILE")]
+    #[serde(skip)]
+    pub config_file: Option<PathBuf>,
+    /// Backend to read keys from: file, env, etcdv3, consul, rancher, kubernetes [default: file]
+    #[arg(long, env = "SIDEKICK_BACKEND", value_name = "NAME")]
     pub backend: String,
-    pub nodes: Vec<String>,
-    pub prefix: String,
-    /// Global debounce; resources may set their own.
+    /// Debounce: render after MIN of quiet, at most MAX after the first change ("2s:10s").
+    /// Resources may set their own.
+    #[arg(long, env = "SIDEKICK_WAIT", value_name = "MIN:MAX", value_parser = Wait::parse)]
+    #[serde(deserialize_with = "parse_wait")]
     pub wait: Option<Wait>,
-    pub files: Vec<PathBuf>,
-    pub services_file: Option<PathBuf>,
+    /// Key prefix joined in front of every resource's prefix
+    #[arg(long, env = "SIDEKICK_PREFIX", value_name = "P")]
+    pub prefix: String,
+    /// Render once and exit; non-zero when any resource failed
+    #[arg(long, env = "SIDEKICK_ONETIME", action = ArgAction::Set, num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = BoolishValueParser::new(), value_name = "BOOL")]
     pub onetime: bool,
+    /// Watch the backend for changes instead of polling
+    #[arg(long, env = "SIDEKICK_WATCH", action = ArgAction::Set, num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = BoolishValueParser::new(), value_name = "BOOL")]
     pub watch: bool,
+    /// Seconds between polls when not watching [default: 600]
+    #[arg(long, env = "SIDEKICK_INTERVAL", value_name = "SECS")]
     pub interval: u64,
+    /// Render and compare, but write nothing and run no command
+    #[arg(long, env = "SIDEKICK_NOOP", action = ArgAction::Set, num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = BoolishValueParser::new(), value_name = "BOOL")]
     pub noop: bool,
+    /// Print a unified diff of every change (with --noop: what would change)
+    #[arg(long, env = "SIDEKICK_DIFF", action = ArgAction::Set, num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = BoolishValueParser::new(), value_name = "BOOL")]
     pub diff: bool,
+    /// Write files but skip check and reload commands
+    #[arg(long, env = "SIDEKICK_SYNC_ONLY", action = ArgAction::Set, num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = BoolishValueParser::new(), value_name = "BOOL")]
+    #[serde(alias = "sync-only")]
     pub sync_only: bool,
+    /// Keep the stage file when a check fails, for inspection
+    #[arg(long, env = "SIDEKICK_KEEP_STAGE_FILE", action = ArgAction::Set, num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = BoolishValueParser::new(), value_name = "BOOL")]
+    #[serde(alias = "keep-stage-file")]
     pub keep_stage_file: bool,
-    pub username: Option<String>,
-    /// Never logged: `Settings` is not printed with `{:?}` anywhere.
-    pub password: Option<String>,
-    pub client_cert: Option<PathBuf>,
-    pub client_key: Option<PathBuf>,
-    pub client_ca_keys: Option<PathBuf>,
-    /// Never logged, like `password`.
-    pub auth_token: Option<String>,
-    pub datacenter: Option<String>,
-    pub kubeconfig: Option<PathBuf>,
-    pub namespace: Option<String>,
-    pub listen: Option<String>,
-    pub self_container: Option<String>,
+    /// Log level: error, warn, info, debug, trace, or target=level,... [default: info]
+    #[arg(long, env = "SIDEKICK_LOG_LEVEL", value_name = "LEVEL")]
+    #[serde(alias = "log-level")]
     pub log_level: String,
+    /// Log line format [default: text]
+    #[arg(long, env = "SIDEKICK_LOG_FORMAT", value_name = "FORMAT")]
+    #[serde(alias = "log-format")]
     pub log_format: LogFormat,
+    #[command(flatten)]
+    #[serde(skip)]
+    pub backends: BackendOptions,
 }
 
-/// A settings file that cannot be read or parsed.
+impl Default for Settings {
+    /// What applies when no flag, environment variable or settings-file key
+    /// says otherwise. Keep the `[default: ...]` in the flags' help in step.
+    fn default() -> Settings {
+        Settings {
+            confdir: PathBuf::from("/etc/sidekick"),
+            config_file: None,
+            backend: "file".to_string(),
+            wait: None,
+            prefix: String::new(),
+            onetime: false,
+            watch: false,
+            // Seconds, as in confd.
+            interval: 600,
+            noop: false,
+            diff: false,
+            sync_only: false,
+            keep_stage_file: false,
+            log_level: "info".to_string(),
+            log_format: LogFormat::Text,
+            backends: BackendOptions::default(),
+        }
+    }
+}
+
+/// A settings file that cannot be read or parsed, or flags clap parsed but
+/// could not hand over.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ConfigError {
     #[error("{path}: {source}")]
@@ -114,97 +137,32 @@ pub(crate) enum ConfigError {
     },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
+    #[error(transparent)]
+    Flags(#[from] clap::Error),
 }
 
 impl Settings {
-    /// Merges flags (already holding environment values) over the config file.
-    /// The file is `--config-file`, or `CONFDIR/sidekick.toml` when present.
-    pub fn load(flags: &Flags) -> Result<Settings, ConfigError> {
-        let default_confdir = flags
-            .confdir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFDIR));
-        let file = match &flags.config_file {
-            Some(path) => read_file(path)?,
-            None => {
-                let path = default_confdir.join("sidekick.toml");
-                if path.exists() {
-                    read_file(&path)?
-                } else {
-                    FileSettings::default()
-                }
-            }
+    /// Flags and environment (`matches`, from [`crate::cli::parse`]) over the
+    /// settings file over the defaults. The file is `--config-file`, or
+    /// `CONFDIR/sidekick.toml` when present.
+    pub fn load(matches: &ArgMatches) -> Result<Settings, ConfigError> {
+        let mut settings = Settings::default();
+        settings.update_from_arg_matches(matches)?;
+        // Flags and environment alone say where the file is; a confdir the
+        // file names applies from then on.
+        let path = match &settings.config_file {
+            Some(path) => Some(path.clone()),
+            None => Some(settings.confdir.join("sidekick.toml")).filter(|p| p.exists()),
         };
-        let wait = flags.wait.clone().or(file.wait.clone());
-        let mut settings = Settings::merge(flags, file);
-        if let Some(w) = wait {
-            settings.wait = Some(Wait::parse(&w).map_err(|message| ConfigError::Parse {
-                path: PathBuf::from("--wait"),
-                message,
-            })?);
+        if let Some(path) = path {
+            settings = Settings::read_file(&path)?;
+            settings.update_from_arg_matches(matches)?;
         }
         // Absolute paths, so file events and template paths compare equal.
         if let Ok(abs) = settings.confdir.canonicalize() {
             settings.confdir = abs;
         }
         Ok(settings)
-    }
-
-    fn merge(flags: &Flags, file: FileSettings) -> Settings {
-        fn list<T: Clone>(flag: &[T], file: Option<Vec<T>>) -> Vec<T> {
-            if flag.is_empty() {
-                file.unwrap_or_default()
-            } else {
-                flag.to_vec()
-            }
-        }
-        Settings {
-            confdir: flags
-                .confdir
-                .clone()
-                .or(file.confdir)
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFDIR)),
-            backend: flags
-                .backend
-                .clone()
-                .or(file.backend)
-                .unwrap_or_else(|| "file".to_string()),
-            nodes: list(&flags.nodes, file.nodes),
-            prefix: flags.prefix.clone().or(file.prefix).unwrap_or_default(),
-            wait: None,
-            files: list(&flags.files, file.file),
-            services_file: flags.services_file.clone().or(file.services_file),
-            onetime: flags.onetime.or(file.onetime).unwrap_or(false),
-            watch: flags.watch.or(file.watch).unwrap_or(false),
-            interval: flags.interval.or(file.interval).unwrap_or(DEFAULT_INTERVAL),
-            noop: flags.noop.or(file.noop).unwrap_or(false),
-            diff: flags.diff.or(file.diff).unwrap_or(false),
-            sync_only: flags.sync_only.or(file.sync_only).unwrap_or(false),
-            keep_stage_file: flags
-                .keep_stage_file
-                .or(file.keep_stage_file)
-                .unwrap_or(false),
-            username: flags.username.clone().or(file.username),
-            password: flags.password.clone().or(file.password),
-            client_cert: flags.client_cert.clone().or(file.client_cert),
-            client_key: flags.client_key.clone().or(file.client_key),
-            client_ca_keys: flags.client_ca_keys.clone().or(file.client_ca_keys),
-            auth_token: flags.auth_token.clone().or(file.auth_token),
-            datacenter: flags.datacenter.clone().or(file.datacenter),
-            kubeconfig: flags.kubeconfig.clone().or(file.kubeconfig),
-            namespace: flags.namespace.clone().or(file.namespace),
-            listen: flags.listen.clone().or(file.listen),
-            self_container: flags.self_container.clone().or(file.self_container),
-            log_level: flags
-                .log_level
-                .clone()
-                .or(file.log_level)
-                .unwrap_or_else(|| "info".to_string()),
-            log_format: flags
-                .log_format
-                .or(file.log_format)
-                .unwrap_or(LogFormat::Text),
-        }
     }
 
     /// conf.d/ under the confdir.
@@ -216,43 +174,290 @@ impl Settings {
     pub fn templates_dir(&self) -> PathBuf {
         self.confdir.join("templates")
     }
+
+    fn read_file(path: &Path) -> Result<Settings, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Settings::from_toml(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    /// The settings file over the defaults: the core keys, then each group's.
+    fn from_toml(text: &str) -> Result<Settings, toml::de::Error> {
+        let mut file = SettingsFile::new(text);
+        let mut settings: Settings = file.read();
+        settings.backends = BackendOptions::read(&mut file);
+        file.finish(settings)
+    }
 }
 
-fn read_file(path: &Path) -> Result<FileSettings, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    toml::from_str(&text).map_err(|e| ConfigError::Parse {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })
+/// `wait = "2s:10s"` in the settings file, parsed as `--wait` is.
+fn parse_wait<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Wait>, D::Error> {
+    Option::<String>::deserialize(d)?
+        .map(|text| Wait::parse(&text).map_err(de::Error::custom))
+        .transpose()
+}
+
+/// A settings file read group by group (see the module doc). Each group takes
+/// its own keys from the whole file; the first error is kept for
+/// [`finish`](Self::finish), which also rejects the keys no group took.
+pub(crate) struct SettingsFile<'a> {
+    text: &'a str,
+    known: Vec<&'static str>,
+    error: Option<toml::de::Error>,
+}
+
+impl<'a> SettingsFile<'a> {
+    fn new(text: &'a str) -> SettingsFile<'a> {
+        SettingsFile {
+            text,
+            known: Vec::new(),
+            error: None,
+        }
+    }
+
+    /// One group's keys, over its defaults. On an error the group keeps its
+    /// defaults and `finish` reports the error.
+    pub fn read<G: DeserializeOwned + Default>(&mut self) -> G {
+        self.known.extend_from_slice(keys_of::<G>());
+        toml::from_str(self.text).unwrap_or_else(|e| {
+            self.error.get_or_insert(e);
+            G::default()
+        })
+    }
+
+    /// `value`, or the first error: a key that no group knows (a misspelt key
+    /// is the likelier mistake), else a bad value.
+    fn finish<T>(self, value: T) -> Result<T, toml::de::Error> {
+        KnownKeys(&self.known).deserialize(toml::Deserializer::parse(self.text)?)?;
+        match self.error {
+            Some(e) => Err(e),
+            None => Ok(value),
+        }
+    }
+}
+
+/// The keys a derived `Deserialize` struct accepts (field names and
+/// aliases), which serde's derive passes to `deserialize_struct`.
+fn keys_of<G: DeserializeOwned>() -> &'static [&'static str] {
+    struct Probe(&'static [&'static str]);
+    impl<'de> Deserializer<'de> for &mut Probe {
+        type Error = de::value::Error;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(de::Error::custom("not a struct"))
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            fields: &'static [&'static str],
+            _visitor: V,
+        ) -> Result<V::Value, Self::Error> {
+            self.0 = fields;
+            Err(de::Error::custom("probed"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+            identifier ignored_any
+        }
+    }
+    let mut probe = Probe(&[]);
+    // Always the "probed" error: the probe only wants the field list.
+    let _ = G::deserialize(&mut probe);
+    probe.0
+}
+
+/// Checks every top-level key of the file against `known`. The error comes
+/// from the key's own deserialization, so toml marks the key's line.
+struct KnownKeys<'k>(&'k [&'static str]);
+
+impl<'de> DeserializeSeed<'de> for KnownKeys<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KnownKeys<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a table of settings")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while map.next_key_seed(Key(self.0))?.is_some() {
+            map.next_value::<de::IgnoredAny>()?;
+        }
+        Ok(())
+    }
+}
+
+/// One key of [`KnownKeys`].
+#[derive(Clone, Copy)]
+struct Key<'k>(&'k [&'static str]);
+
+impl<'de> DeserializeSeed<'de> for Key<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        let key = String::deserialize(d)?;
+        if self.0.contains(&key.as_str()) {
+            return Ok(());
+        }
+        let expected: Vec<String> = self.0.iter().map(|k| format!("`{k}`")).collect();
+        Err(de::Error::custom(format_args!(
+            "unknown field `{key}`, expected one of {}",
+            expected.join(", ")
+        )))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn matches(args: &[&str]) -> ArgMatches {
+        crate::cli::command()
+            .try_get_matches_from(std::iter::once("sidekick").chain(args.iter().copied()))
+            .unwrap()
+    }
+
     #[test]
     fn flags_win_over_file() {
-        let flags = Flags {
-            backend: Some("env".into()),
-            ..Flags::default()
-        };
-        let file: FileSettings =
-            toml::from_str("backend = \"file\"\nprefix = \"/p\"\nlog-level = \"debug\"\n").unwrap();
-        let s = Settings::merge(&flags, file);
+        let mut s =
+            Settings::from_toml("backend = \"file\"\nprefix = \"/p\"\nlog-level = \"debug\"\n")
+                .unwrap();
+        s.update_from_arg_matches(&matches(&["--backend", "env"]))
+            .unwrap();
         assert_eq!(s.backend, "env");
         assert_eq!(s.prefix, "/p");
         assert_eq!(s.log_level, "debug");
-        assert_eq!(s.interval, DEFAULT_INTERVAL);
+        assert_eq!(s.interval, 600);
+    }
+
+    #[test]
+    fn flag_false_wins_over_file_true() {
+        let mut s = Settings::from_toml("noop = true\nwatch = true\n").unwrap();
+        s.update_from_arg_matches(&matches(&["--noop=false"]))
+            .unwrap();
+        assert!(!s.noop);
+        assert!(s.watch);
     }
 
     #[test]
     fn unknown_setting_names_line() {
-        let err = toml::from_str::<FileSettings>("backend = \"file\"\nbogus = 1\n").unwrap_err();
+        let err = Settings::from_toml("backend = \"file\"\nbogus = 1\n")
+            .err()
+            .unwrap();
         let msg = err.to_string();
         assert!(msg.contains("line 2"), "{msg}");
         assert!(msg.contains("bogus"), "{msg}");
+    }
+
+    #[test]
+    fn bad_value_names_line_in_any_group() {
+        for text in [
+            "backend = \"file\"\ninterval = \"soon\"\n",
+            "backend = \"file\"\nservices-file = 3\n",
+            "backend = \"file\"\nwait = \"2s:1s\"\n",
+        ] {
+            let msg = Settings::from_toml(text).err().unwrap().to_string();
+            assert!(msg.contains("line 2"), "{msg}");
+        }
+    }
+
+    /// Every key (and confd spelling) the settings file took before the
+    /// settings became one struct still lands where it did.
+    #[cfg(all(
+        feature = "etcd",
+        feature = "consul",
+        feature = "rancher",
+        feature = "kubernetes"
+    ))]
+    #[test]
+    fn every_settings_file_key_is_accepted() {
+        for (key, value) in [
+            ("confdir", "\"/c\""),
+            ("backend", "\"env\""),
+            ("nodes", "[\"n\"]"),
+            ("node", "[\"n\"]"),
+            ("prefix", "\"/p\""),
+            ("wait", "\"1s:2s\""),
+            ("file", "[\"f\"]"),
+            ("files", "[\"f\"]"),
+            ("services_file", "\"s\""),
+            ("services-file", "\"s\""),
+            ("onetime", "true"),
+            ("watch", "true"),
+            ("interval", "5"),
+            ("noop", "true"),
+            ("diff", "true"),
+            ("sync_only", "true"),
+            ("sync-only", "true"),
+            ("keep_stage_file", "true"),
+            ("keep-stage-file", "true"),
+            ("username", "\"u\""),
+            ("password", "\"p\""),
+            ("client_cert", "\"c\""),
+            ("client-cert", "\"c\""),
+            ("client_key", "\"k\""),
+            ("client-key", "\"k\""),
+            ("client_ca_keys", "\"ca\""),
+            ("client-ca-keys", "\"ca\""),
+            ("auth_token", "\"t\""),
+            ("auth-token", "\"t\""),
+            ("datacenter", "\"dc\""),
+            ("kubeconfig", "\"kc\""),
+            ("namespace", "\"ns\""),
+            ("listen", "\"l\""),
+            ("self", "\"me\""),
+            ("log_level", "\"debug\""),
+            ("log-level", "\"debug\""),
+            ("log_format", "\"json\""),
+            ("log-format", "\"json\""),
+        ] {
+            let s = Settings::from_toml(&format!("{key} = {value}\n")).unwrap();
+            let o = &s.backends;
+            let set = match key.replace('-', "_").as_str() {
+                "confdir" => s.confdir == Path::new("/c"),
+                "backend" => s.backend == "env",
+                "nodes" | "node" => o.connection.nodes == ["n"],
+                "prefix" => s.prefix == "/p",
+                "wait" => s.wait.is_some(),
+                "file" | "files" => o.file.files == [PathBuf::from("f")],
+                "services_file" => o.file.services_file.is_some(),
+                "onetime" => s.onetime,
+                "watch" => s.watch,
+                "interval" => s.interval == 5,
+                "noop" => s.noop,
+                "diff" => s.diff,
+                "sync_only" => s.sync_only,
+                "keep_stage_file" => s.keep_stage_file,
+                "username" => o.etcd.username.as_deref() == Some("u"),
+                "password" => o.etcd.password.as_deref() == Some("p"),
+                "client_cert" => o.tls.client_cert.is_some(),
+                "client_key" => o.tls.client_key.is_some(),
+                "client_ca_keys" => o.tls.client_ca_keys.is_some(),
+                "auth_token" => o.consul.auth_token.as_deref() == Some("t"),
+                "datacenter" => o.consul.datacenter.as_deref() == Some("dc"),
+                "kubeconfig" => o.kubernetes.kubeconfig.is_some(),
+                "namespace" => o.kubernetes.namespace.as_deref() == Some("ns"),
+                "listen" => o.rancher.listen.as_deref() == Some("l"),
+                "self" => o.rancher.self_container.as_deref() == Some("me"),
+                "log_level" => s.log_level == "debug",
+                "log_format" => s.log_format == LogFormat::Json,
+                other => panic!("no check for {other}"),
+            };
+            assert!(set, "{key} = {value} was not read");
+        }
+        // `config_file` is where the file is, not a setting in it.
+        assert!(Settings::from_toml("config_file = \"x\"\n").is_err());
+    }
+
+    #[test]
+    fn command_line_is_consistent() {
+        crate::cli::command().debug_assert();
     }
 }

@@ -26,7 +26,6 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
 
 use crate::cli::{Cli, Command, ExecArgs, LogFormat};
 use crate::config::Settings;
@@ -34,8 +33,8 @@ use crate::event_loop::{ExecSpec, Mode};
 
 /// Parses the command line, runs, and returns the process exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match real_main(cli) {
+    let (cli, matches) = cli::parse();
+    match real_main(cli, &matches) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("sidekick: error: {}", error_chain(&e));
@@ -44,8 +43,8 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn real_main(cli: Cli) -> anyhow::Result<u8> {
-    let mut settings = Settings::load(&cli.flags)?;
+fn real_main(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<u8> {
+    let mut settings = Settings::load(matches)?;
     let (mode, exec) = match cli.command {
         None => (Mode::Normal, None),
         Some(Command::Dev { exec }) => {
@@ -58,9 +57,9 @@ fn real_main(cli: Cli) -> anyhow::Result<u8> {
         Some(Command::MetadataServer) => {
             init_logging(&settings)?;
             let config = sidekick_backend_rancher::ServerConfig::from_settings(
-                settings.listen.as_deref(),
-                &settings.files,
-                settings.self_container.clone(),
+                settings.backends.rancher.listen.as_deref(),
+                &settings.backends.file.files,
+                settings.backends.rancher.self_container.clone(),
             )?;
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

@@ -173,10 +173,10 @@ impl<M: Machine> Driver<M> {
                     );
                     return None;
                 }
+                // The error's text goes out once, with the item: the core logs it.
                 tracing::warn!(
                     backend = self.label.backend,
                     endpoint = %self.label.endpoint,
-                    error = %error,
                     ?delay,
                     "{} interrupted; retrying with backoff, keeping the last good data",
                     self.machine.names().watch

@@ -96,6 +96,8 @@ pub(crate) struct Settings {
     #[arg(long, env = "SIDEKICK_LOG_FORMAT", value_name = "FORMAT")]
     #[serde(alias = "log-format")]
     pub log_format: LogFormat,
+    /// Each backend's settings, one group (and `--help` heading) per backend;
+    /// their keys are read by `BackendOptions::read`.
     #[command(flatten)]
     #[serde(skip)]
     pub backends: BackendOptions,

@@ -286,6 +286,13 @@ impl Source for Cluster {
             }
             // etcd answers in key order, so the tree is built in one pass.
             let keys: KeyTree = pairs.into_iter().collect();
+            tracing::debug!(
+                backend = NAME,
+                endpoint,
+                keys = keys.len(),
+                revision,
+                "loaded"
+            );
             return Ok(Loaded { keys, revision });
         }
         Err(unavailable(

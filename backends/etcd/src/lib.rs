@@ -2,15 +2,16 @@
 //!
 //! Keys in etcd are the key tree's keys as they are (`/myapp/db/host`). A load
 //! is one ranged read per key prefix, all pinned to the revision of the first
-//! so the snapshot is consistent. A watch is one gRPC watch stream carrying a
-//! watch per prefix, started right after the revision the last load saw, so no
-//! change between the load and the watch is lost; each etcd watch response is
-//! one batch of [`Update`](sidekick_backend::Update)s. When etcd compacts the
-//! history being watched, the watch reads everything again and sends a
-//! snapshot; when the connection breaks (etcd restart, leader change, network),
-//! it reconnects with capped exponential backoff and jitter and resumes every
-//! prefix from the last revision it delivered. See the `watch` module for the
-//! state machine.
+//! so the snapshot is consistent. A watch first reads everything the same way
+//! (its first item is that snapshot), then opens one gRPC watch stream
+//! carrying a watch per prefix, started right after the revision it read at,
+//! so no change in between is lost; each etcd watch response is one batch of
+//! [`Update`](sidekick_backend::Update)s. When etcd compacts the history being
+//! watched, the watch reads everything again and sends a snapshot; when the
+//! connection breaks (etcd restart, leader change, network), it reconnects
+//! after a capped, jittered backoff (`sidekick_backend::drive`'s) and resumes
+//! every prefix from the last revision it delivered. See the `watch` module
+//! for the state machine.
 //!
 //! Several endpoints of one cluster are used one at a time: the one that
 //! answered last, else the next that answers. A member cut off from its leader
@@ -24,17 +25,18 @@ mod client;
 mod config;
 mod watch;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use futures::FutureExt;
-use sidekick_backend::{Backend, BackendError, Interest, Snapshot, UpdateStream};
+use futures::{stream, FutureExt, StreamExt};
+use sidekick_backend::{
+    drive, Backend, BackendError, Backoff, Interest, Label, Snapshot, Update, UpdateStream,
+};
 
 pub use config::{EtcdConfig, Timing, DEFAULT_ENDPOINT};
 
 use client::Cluster;
-use sidekick_backend::Backoff;
-use watch::{Source, Watcher};
+use watch::{Source, Watch};
 
 /// The backend's name in logs and errors, and for `--backend`.
 pub const NAME: &str = "etcdv3";
@@ -46,9 +48,6 @@ pub const NAME: &str = "etcdv3";
 pub struct EtcdBackend {
     cluster: Arc<Cluster>,
     timing: Timing,
-    /// Prefixes and revision of the last successful load, so that a watch
-    /// started right after it resumes from there instead of reading again.
-    last_load: Mutex<Option<(Vec<String>, i64)>>,
 }
 
 impl EtcdBackend {
@@ -65,34 +64,12 @@ impl EtcdBackend {
         Ok(EtcdBackend {
             cluster: Arc::new(Cluster::new(resolved)),
             timing,
-            last_load: Mutex::new(None),
         })
     }
 
     /// The endpoints, as used in logs and errors.
     pub fn endpoints(&self) -> &str {
         self.cluster.label()
-    }
-
-    fn remember_load(&self, prefixes: &[String], revision: i64) {
-        let mut last = self
-            .last_load
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *last = Some((prefixes.to_vec(), revision));
-    }
-
-    /// The revision of the last load of exactly `prefixes`, used once: a
-    /// later watch without a new load starts with a fresh read.
-    fn loaded_at(&self, prefixes: &[String]) -> Option<i64> {
-        let mut last = self
-            .last_load
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match last.take() {
-            Some((p, revision)) if p == prefixes => Some(revision),
-            _ => None,
-        }
     }
 }
 
@@ -108,14 +85,6 @@ impl Backend for EtcdBackend {
             }
             let mut conn = self.cluster.connect().await?;
             let loaded = self.cluster.load(&mut conn, &interest.prefixes).await?;
-            tracing::debug!(
-                backend = NAME,
-                endpoint = self.cluster.label(),
-                keys = loaded.keys.len(),
-                revision = loaded.revision,
-                "loaded"
-            );
-            self.remember_load(&interest.prefixes, loaded.revision);
             Ok(Snapshot {
                 keys: loaded.keys,
                 catalog: None,
@@ -124,22 +93,26 @@ impl Backend for EtcdBackend {
         .boxed()
     }
 
-    /// One watch stream for all of `interest`'s prefixes. It starts where the
-    /// last [`Backend::load`] of the same prefixes left off, or with a fresh
-    /// read (a snapshot as its first batch).
+    /// One watch stream for all of `interest`'s prefixes. It reads
+    /// everything first (a snapshot as its first batch), then follows the
+    /// changes from the revision it read at.
     fn watch(&self, interest: &Interest) -> Option<UpdateStream> {
         if interest.prefixes.is_empty() {
-            // Nothing to watch, and nothing will ever change.
-            return Some(Box::pin(futures::stream::pending()));
+            // Nothing to watch, and nothing will ever change: the contract's
+            // first snapshot is an empty one.
+            let empty = Ok(vec![Update::Snapshot(Snapshot::default())]);
+            return Some(
+                stream::once(async { empty })
+                    .chain(stream::pending())
+                    .boxed(),
+            );
         }
         let backoff = Backoff::new(self.timing.backoff_start, self.timing.backoff_cap);
-        let loaded_at = self.loaded_at(&interest.prefixes);
-        let watcher = Watcher::new(
-            Arc::clone(&self.cluster),
-            interest.clone(),
-            backoff,
-            loaded_at,
-        );
-        Some(watcher.into_stream())
+        let label = Label {
+            backend: NAME,
+            endpoint: self.cluster.label().to_string(),
+        };
+        let machine = Watch::new(Arc::clone(&self.cluster), interest.clone());
+        Some(drive(machine, backoff, label))
     }
 }

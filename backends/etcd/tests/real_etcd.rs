@@ -57,13 +57,6 @@ struct Model {
 }
 
 impl Model {
-    fn from(tree: KeyTree) -> Model {
-        Model {
-            tree,
-            ..Default::default()
-        }
-    }
-
     fn apply(&mut self, batch: Vec<Update>) {
         for update in batch {
             match &update {
@@ -114,11 +107,22 @@ impl Model {
     }
 }
 
-/// Loads `interest` and starts its watch, as the core does.
-async fn load_and_watch(backend: &EtcdBackend, interest: &Interest) -> (Model, UpdateStream) {
-    let snapshot = backend.load(interest).await.unwrap();
-    let stream = backend.watch(interest).unwrap();
-    (Model::from(snapshot.keys), stream)
+/// Starts the watch of `interest` and applies its first item, which must be
+/// a batch starting with a snapshot (the core renders from it).
+async fn watching(backend: &EtcdBackend, interest: &Interest) -> (Model, UpdateStream) {
+    let mut stream = backend.watch(interest).unwrap();
+    let first = tokio::time::timeout(WAIT, stream.next())
+        .await
+        .expect("a first item in time")
+        .expect("the stream goes on")
+        .expect("a snapshot, not an error");
+    assert!(
+        matches!(first.first(), Some(Update::Snapshot(_))),
+        "the first batch must start with a snapshot: {first:?}"
+    );
+    let mut model = Model::default();
+    model.apply(first);
+    (model, stream)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,22 +155,17 @@ async fn load_reads_each_prefix_segment_wise() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn puts_deletes_and_updates_arrive_and_nothing_is_lost_after_load() {
+async fn puts_deletes_and_updates_arrive_and_nothing_is_lost_after_a_load() {
     let Some(etcd) = Etcd::start() else { return };
     etcd.put("/app/a", "1");
     etcd.put("/app/b", "1");
     let backend = backend(&etcd);
     let interest = interest(&["/app", "/cfg"]);
-    let snapshot = backend.load(&interest).await.unwrap();
-    // A change between the load and the watch must not be lost.
+    backend.load(&interest).await.unwrap();
+    // A change after a load: the watch reads for itself, so it is not lost.
     etcd.put("/app/between", "yes");
-    let mut stream = backend.watch(&interest).unwrap();
-    let mut model = Model::from(snapshot.keys);
-    model
-        .until(&mut stream, "the put made before the watch", |m| {
-            m.get("/app/between") == Some("yes")
-        })
-        .await;
+    let (mut model, mut stream) = watching(&backend, &interest).await;
+    assert_eq!(model.get("/app/between"), Some("yes"));
 
     etcd.put("/app/a", "2");
     etcd.put("/cfg/new", "n");
@@ -177,14 +176,15 @@ async fn puts_deletes_and_updates_arrive_and_nothing_is_lost_after_load() {
         .until(
             &mut stream,
             "update, create in the second prefix, delete",
-            |m| m.get("/app/last") == Some("x"),
+            // Each prefix's watch catches up on its own: wait for both.
+            |m| m.get("/app/last") == Some("x") && m.get("/cfg/new").is_some(),
         )
         .await;
     assert_eq!(model.get("/app/a"), Some("2"));
     assert_eq!(model.get("/cfg/new"), Some("n"));
     assert_eq!(model.get("/app/b"), None);
     assert_eq!(model.get("/apple"), None);
-    assert_eq!(model.snapshots, 0, "resumed from the load, no second read");
+    assert_eq!(model.snapshots, 1, "only the first read, no second one");
     assert!(model.errors.is_empty(), "{:?}", model.errors);
     assert!(model
         .updates
@@ -193,15 +193,14 @@ async fn puts_deletes_and_updates_arrive_and_nothing_is_lost_after_load() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn watch_without_a_prior_load_starts_with_a_snapshot() {
+async fn a_watch_starts_with_a_snapshot() {
     let Some(etcd) = Etcd::start() else { return };
     etcd.put("/app/a", "1");
     let backend = backend(&etcd);
-    let mut stream = backend.watch(&interest(&["/app"])).unwrap();
-    let mut model = Model::default();
-    model
-        .until(&mut stream, "the first snapshot", |m| m.snapshots == 1)
-        .await;
+    // Also for no prefixes at all: an empty snapshot, then nothing.
+    let (model, _) = watching(&backend, &interest(&[])).await;
+    assert!(model.tree.is_empty());
+    let (mut model, mut stream) = watching(&backend, &interest(&["/app"])).await;
     assert_eq!(model.get("/app/a"), Some("1"));
     etcd.put("/app/a", "2");
     model
@@ -214,7 +213,7 @@ async fn burst_of_1000_puts_ends_in_the_final_state() {
     let Some(etcd) = Etcd::start() else { return };
     let backend = backend(&etcd);
     let interest = interest(&["/burst"]);
-    let (mut model, mut stream) = load_and_watch(&backend, &interest).await;
+    let (mut model, mut stream) = watching(&backend, &interest).await;
     let writer = {
         let mut gateway = support::Gateway::connect(&etcd);
         std::thread::spawn(move || {
@@ -248,7 +247,7 @@ async fn etcd_restart_mid_watch_resumes_with_the_changes_made_meanwhile() {
     etcd.put("/app/gone", "1");
     etcd.put("/app/changed", "old");
     let backend = backend(&etcd);
-    let (mut model, mut stream) = load_and_watch(&backend, &interest(&["/app"])).await;
+    let (mut model, mut stream) = watching(&backend, &interest(&["/app"])).await;
     etcd.put("/app/changed", "before");
     model
         .until(&mut stream, "a change before the restart", |m| {
@@ -280,7 +279,7 @@ async fn etcd_restart_mid_watch_resumes_with_the_changes_made_meanwhile() {
     assert_eq!(model.get("/app/changed"), Some("during"));
     assert_eq!(model.get("/app/gone"), None);
     assert_eq!(model.get("/app/keep"), Some("1"));
-    assert_eq!(model.snapshots, 0, "resumed from its revision, no reload");
+    assert_eq!(model.snapshots, 1, "resumed from its revision, no reload");
     assert_eq!(model.errors.len(), 1);
 }
 
@@ -293,20 +292,14 @@ async fn compaction_past_the_watched_revision_reloads() {
     etcd.put("/app/b", "1");
     let backend = backend(&etcd);
 
-    // 1. A watch asked to start from a revision that is already compacted.
+    // 1. A watch of a compacted history starts from a read of the present.
     let interest = interest(&["/app"]);
-    let snapshot = backend.load(&interest).await.unwrap();
     etcd.put("/app/a", "2");
     etcd.delete("/app/b");
     let rev = etcd.put("/app/c", "3");
     etcd.compact(rev);
-    let mut stream = backend.watch(&interest).unwrap();
-    let mut model = Model::from(snapshot.keys);
-    model
-        .until(&mut stream, "a reload after compaction", |m| {
-            m.snapshots == 1
-        })
-        .await;
+    let (mut model, mut stream) = watching(&backend, &interest).await;
+    assert_eq!(model.snapshots, 1);
     assert_eq!(
         pairs(&model.tree),
         [
@@ -333,7 +326,7 @@ async fn compaction_past_the_watched_revision_reloads() {
     let rev = etcd.put("/app/d", "44");
     etcd.compact(rev);
     model
-        .until(&mut stream, "a second reload", |m| m.snapshots == 2)
+        .until(&mut stream, "a reload", |m| m.snapshots == 2)
         .await;
     assert_eq!(
         pairs(&model.tree),
@@ -414,7 +407,7 @@ async fn one_dead_endpoint_of_two_is_skipped() {
         let snapshot = backend.load(&interest).await.unwrap();
         assert_eq!(snapshot.keys.get("/app/a"), Some("1"));
     }
-    let (mut model, mut stream) = load_and_watch(&backend, &interest).await;
+    let (mut model, mut stream) = watching(&backend, &interest).await;
     etcd.put("/app/a", "2");
     model
         .until(&mut stream, "a put through the live endpoint", |m| {
@@ -466,7 +459,7 @@ async fn one_connection_for_all_prefixes_and_dropping_the_stream_closes_it() {
     let Some(etcd) = Etcd::start() else { return };
     let backend = backend(&etcd);
     let interest = interest(&["/a", "/b", "/c"]);
-    let (mut model, mut stream) = load_and_watch(&backend, &interest).await;
+    let (mut model, mut stream) = watching(&backend, &interest).await;
     etcd.put("/a/1", "x");
     etcd.put("/b/1", "y");
     etcd.put("/c/1", "z");
@@ -602,7 +595,7 @@ async fn tls_with_client_certificates_and_password_auth() {
 
     // Right password: load and watch over TLS.
     let backend = EtcdBackend::with_timing(config("s3cret-pw"), timing()).unwrap();
-    let (mut model, mut stream) = load_and_watch(&backend, &interest(&["/app"])).await;
+    let (mut model, mut stream) = watching(&backend, &interest(&["/app"])).await;
     assert_eq!(model.get("/app/db/host"), Some("db.tls"));
     root.put("/app/db/host", "db2.tls", None).await.unwrap();
     model

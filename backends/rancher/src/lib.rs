@@ -15,9 +15,10 @@
 //!   path); keys starting with an API version (`/2015-12-19/...`, `/latest/...`)
 //!   read that version, so `--prefix /2015-12-19/self/service/metadata` works.
 //! - It watches with the long-poll of `/<version>/version?wait=true&value=V&maxWait=60`
-//!   (a state machine in the module `watch`): an idle watch costs
-//!   one request a minute; a new version re-reads the trees. Errors back off
-//!   with jitter and never end the watch.
+//!   (a state machine in the module `watch`, run by `sidekick_backend::drive`):
+//!   the watch reads the trees first and sends them as a snapshot, then an idle
+//!   watch costs one request a minute; a new version re-reads the trees.
+//!   Errors back off with jitter and never end the watch.
 //! - It has the service catalog (the module `catalog` documents the
 //!   mapping): `stack/service` for every service, the bare name for services
 //!   of the own stack; address `primary_ip`; healthy from `health_state`.
@@ -31,12 +32,14 @@ mod layout;
 pub mod server;
 mod watch;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use serde_json::Value;
-use sidekick_backend::{Backend, BackendError, Interest, KeyTree, Snapshot, UpdateStream};
+use sidekick_backend::{
+    drive, Backend, BackendError, Backoff, Interest, KeyTree, Label, Snapshot, UpdateStream,
+};
 
 pub use client::SELF_HEADER;
 pub use layout::{DEFAULT_NODE, DEFAULT_VERSION};
@@ -44,7 +47,7 @@ pub use server::{serve, Server, ServerConfig, ServerError, ServerHandle, DEFAULT
 
 use crate::client::{encode_query, Client};
 use crate::layout::Layout;
-use crate::watch::{Loaded, Source, Timing, Watcher};
+use crate::watch::{Loaded, Source, Timing, Watch};
 
 /// The backend's name in logs and errors.
 pub(crate) const NAME: &str = "rancher";
@@ -67,9 +70,6 @@ pub struct RancherConfig {
 /// Reads the Rancher metadata tree.
 pub struct RancherBackend {
     source: Arc<HttpSource>,
-    /// What the last `load` read, so a watch on the same interest long-polls
-    /// from its version instead of reading everything again.
-    last: Mutex<Option<(Interest, Loaded)>>,
     timing: Timing,
 }
 
@@ -83,7 +83,6 @@ impl RancherBackend {
                 client: Client::new(&layout, None),
                 layout,
             }),
-            last: Mutex::new(None),
             timing: Timing::default(),
         })
     }
@@ -108,7 +107,6 @@ impl RancherBackend {
                 client: Client::new(&layout, Some(name)),
                 layout,
             }),
-            last: Mutex::new(None),
             timing: self.timing,
         })
     }
@@ -120,31 +118,21 @@ impl Backend for RancherBackend {
     }
 
     fn load<'a>(&'a self, interest: &'a Interest) -> BoxFuture<'a, Result<Snapshot, BackendError>> {
-        Box::pin(async move {
-            let loaded = self.source.read(interest).await?;
-            let snapshot = loaded.snapshot.clone();
-            if let Ok(mut last) = self.last.lock() {
-                *last = Some((interest.clone(), loaded));
-            }
-            Ok(snapshot)
-        })
+        Box::pin(async move { Ok(self.source.read(interest).await?.snapshot) })
     }
 
+    /// Reads the trees (the first batch is that snapshot), then long-polls
+    /// the version and reads again when it changes. Dropping the stream
+    /// drops the request in flight and its connection.
     fn watch(&self, interest: &Interest) -> Option<UpdateStream> {
-        let loaded = self
-            .last
-            .lock()
-            .ok()
-            .and_then(|last| last.clone())
-            .filter(|(i, _)| i == interest)
-            .map(|(_, l)| l);
-        let watcher = Watcher::new(
-            Arc::clone(&self.source),
-            interest.clone(),
-            self.timing.clone(),
-            loaded,
-        );
-        Some(watcher.into_stream())
+        let timing = self.timing;
+        let machine = Watch::new(Arc::clone(&self.source), interest.clone(), timing);
+        let backoff = Backoff::new(timing.backoff_start, timing.backoff_cap);
+        let label = Label {
+            backend: NAME,
+            endpoint: self.source.label(),
+        };
+        Some(drive(machine, backoff, label))
     }
 
     fn has_catalog(&self) -> bool {

@@ -1,23 +1,28 @@
 //! The watch as a resumable state machine, in the shape of kube-runtime's
-//! watcher: one [`State`] enum, one [`Watcher::step`] that moves between
-//! states, and errors that are items of the stream rather than hidden retries.
+//! watcher: one [`State`] enum and one [`Machine::step`] that moves between
+//! states. `sidekick_backend::drive` runs it: it waits a backoff delay after a
+//! failed step and reports each outage once, so the machine only says where
+//! it resumes from.
 //!
 //! ```text
-//!            changed                       same version (maxWait ran out)
+//!            read                          same version (maxWait ran out)
 //! Reading ────────────▶ Watching ──────────────────────────▶ Watching
-//!    ▲                     │ new version                        ▲
-//!    └─────────────────────┘                                    │
-//!    │ error          │ error                                   │
-//!    └──▶ Backoff ◀───┘ ── resumes Reading, or Watching the same version
+//!    ▲                     │ │ same version at once
+//!    └─────────────────────┘ └──▶ Pacing ──(min_poll)──▶ Watching
+//!          new version
 //! ```
 //!
-//! Watching is one long-poll of `/<version>/version?wait=true&value=V&maxWait=S`:
-//! the metadata service holds it until the version differs from `V`, so an
-//! idle watch costs one request every `maxWait` seconds. A new version makes
-//! the machine read the trees again and yield a snapshot (only when what the
-//! interest sees changed). After a lost connection it long-polls from the
-//! version it last delivered: nothing is missed, and nothing is read again
-//! when nothing changed while the service was away.
+//! A watch always starts by reading the trees (its first item is an
+//! [`Update::Snapshot`]). Watching is one long-poll of
+//! `/<version>/version?wait=true&value=V&maxWait=S`: the metadata service
+//! holds it until the version differs from `V`, so an idle watch costs one
+//! request every `maxWait` seconds. A new version makes the machine read the
+//! trees again and yield a snapshot (only when what the interest sees
+//! changed). A service that answers a long-poll at once with the same version
+//! does not hold requests: `Pacing` spaces the next one out to `min_poll`, so
+//! there is never a request storm. A failed read is read again; a failed
+//! long-poll resumes from the version last delivered, so nothing is missed and
+//! nothing is read again when nothing changed while the service was away.
 //!
 //! It talks to the service through [`Source`], which the tests replace.
 
@@ -25,8 +30,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::stream;
-use sidekick_backend::{BackendError, Backoff, Interest, Snapshot, Update, UpdateStream};
+use sidekick_backend::{BackendError, Interest, Machine, Snapshot, Step, Update};
 use tokio::time::Instant;
 
 use crate::NAME;
@@ -69,46 +73,24 @@ pub(crate) enum State {
     Reading,
     /// Long-polling for a version other than `version`, which is delivered.
     Watching { version: String },
-    /// Waiting before going on: watching `resume` again, or reading when it is
-    /// `None`.
-    Backoff {
-        delay: Duration,
-        resume: Option<String>,
-    },
-}
-
-impl State {
-    /// The state's name, for logs and tests.
-    pub fn name(&self) -> &'static str {
-        match self {
-            State::Reading => "reading",
-            State::Watching { .. } => "watching",
-            State::Backoff { .. } => "backoff",
-        }
-    }
-}
-
-/// What the machine last told the world, so each change of health is logged
-/// and yielded once, not on every retry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Health {
-    Starting,
-    Up,
-    /// Failing, with the kind of error.
-    Down(&'static str),
+    /// The last long-poll came back at once with `version` unchanged: waiting
+    /// `delay` before the next one.
+    Pacing { delay: Duration, version: String },
 }
 
 /// Timing of the watch.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Timing {
     /// `maxWait` of each long-poll.
     pub max_wait: Duration,
     /// A long-poll that comes back with the same version sooner than this
     /// means the service does not hold requests: wait this long before the
-    /// next one, so there is never a request storm.
+    /// next one.
     pub min_poll: Duration,
-    /// Retry delays after errors.
-    pub backoff: Backoff,
+    /// First retry delay after an error (the driver's backoff).
+    pub backoff_start: Duration,
+    /// Longest retry delay.
+    pub backoff_cap: Duration,
 }
 
 impl Default for Timing {
@@ -116,75 +98,46 @@ impl Default for Timing {
         Timing {
             max_wait: Duration::from_secs(60),
             min_poll: Duration::from_secs(1),
-            backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(30)),
+            backoff_start: Duration::from_millis(200),
+            backoff_cap: Duration::from_secs(30),
         }
     }
 }
 
-type Item = Result<Vec<Update>, BackendError>;
-
-/// The watch over one [`Interest`]: a state, and what it needs to move on.
-pub(crate) struct Watcher<S: Source> {
+/// The watch over one [`Interest`], for `sidekick_backend::drive`: where to
+/// read, what to watch and where it stands.
+pub(crate) struct Watch<S: Source> {
     source: Arc<S>,
     interest: Interest,
     timing: Timing,
-    health: Health,
     state: State,
-    /// The last snapshot delivered (by the watch or the caller's load), so an
-    /// unchanged re-read yields nothing.
+    /// The last snapshot delivered, so an unchanged re-read yields nothing.
     delivered: Option<Snapshot>,
 }
 
-impl<S: Source> Watcher<S> {
-    /// A watcher that starts by reading; with `loaded`, what the caller already
-    /// read for this interest, it long-polls from that version instead.
-    pub fn new(
-        source: Arc<S>,
-        interest: Interest,
-        timing: Timing,
-        loaded: Option<Loaded>,
-    ) -> Watcher<S> {
-        let (state, delivered) = match loaded {
-            Some(l) => (State::Watching { version: l.version }, Some(l.snapshot)),
-            None => (State::Reading, None),
-        };
-        Watcher {
+impl<S: Source> Watch<S> {
+    /// A watch that starts by reading the trees.
+    pub fn new(source: Arc<S>, interest: Interest, timing: Timing) -> Watch<S> {
+        Watch {
             source,
             interest,
             timing,
-            health: Health::Starting,
-            state,
-            delivered,
+            state: State::Reading,
+            delivered: None,
+        }
+    }
+}
+
+impl<S: Source> Machine for Watch<S> {
+    fn state(&self) -> &'static str {
+        match self.state {
+            State::Reading => "reading",
+            State::Watching { .. } => "watching",
+            State::Pacing { .. } => "pacing",
         }
     }
 
-    /// The current state.
-    #[cfg(test)]
-    pub fn state(&self) -> &State {
-        &self.state
-    }
-
-    /// The stream of update batches: runs [`Watcher::step`] until it has
-    /// something to say. It never ends; dropping it drops the request in
-    /// flight and its connection.
-    pub fn into_stream(self) -> UpdateStream {
-        Box::pin(stream::unfold(self, |mut watcher| async move {
-            loop {
-                if let Some(item) = watcher.step().await {
-                    return Some((item, watcher));
-                }
-            }
-        }))
-    }
-
-    /// Makes one transition; returns what to yield, if anything.
-    pub async fn step(&mut self) -> Option<Item> {
-        let item = self.transition().await;
-        tracing::trace!(backend = NAME, state = self.state.name(), "watch state");
-        item
-    }
-
-    async fn transition(&mut self) -> Option<Item> {
+    async fn step(&mut self) -> Step {
         match std::mem::replace(&mut self.state, State::Reading) {
             State::Reading => match self.source.read(&self.interest).await {
                 Ok(loaded) => {
@@ -195,7 +148,6 @@ impl<S: Source> Watcher<S> {
                         version = %loaded.version,
                         "read the metadata"
                     );
-                    self.timing.backoff.reset();
                     self.state = State::Watching {
                         version: loaded.version,
                     };
@@ -204,9 +156,10 @@ impl<S: Source> Watcher<S> {
                         self.delivered = Some(loaded.snapshot.clone());
                         batch.push(Update::Snapshot(loaded.snapshot));
                     }
-                    self.up(batch)
+                    Step::Updates(batch)
                 }
-                Err(e) => self.fail(e, None),
+                // Still `Reading`: the driver waits, then this reads again.
+                Err(e) => Step::Failed(e),
             },
             State::Watching { version } => {
                 let started = Instant::now();
@@ -218,96 +171,39 @@ impl<S: Source> Watcher<S> {
                             to = %current,
                             "metadata version changed"
                         );
-                        self.state = State::Reading;
-                        None
+                        Step::Pending
                     }
                     Ok(_) => {
-                        self.timing.backoff.reset();
                         let elapsed = started.elapsed();
-                        if elapsed < self.timing.min_poll {
+                        self.state = if elapsed < self.timing.min_poll {
                             tracing::debug!(
                                 backend = NAME,
                                 endpoint = %self.source.label(),
                                 ?elapsed,
                                 "the metadata service answered a long-poll at once; pacing"
                             );
-                            self.state = State::Backoff {
+                            State::Pacing {
                                 delay: self.timing.min_poll - elapsed,
-                                resume: Some(version),
-                            };
+                                version,
+                            }
                         } else {
-                            self.state = State::Watching { version };
-                        }
-                        self.up(Vec::new())
+                            State::Watching { version }
+                        };
+                        // The service answered: ends an outage, if there was one.
+                        Step::Updates(Vec::new())
                     }
-                    Err(e) => self.fail(e, Some(version)),
+                    Err(e) => {
+                        self.state = State::Watching { version };
+                        Step::Failed(e)
+                    }
                 }
             }
-            State::Backoff { delay, resume } => {
+            State::Pacing { delay, version } => {
                 tokio::time::sleep(delay).await;
-                self.state = match resume {
-                    Some(version) => State::Watching { version },
-                    None => State::Reading,
-                };
-                None
+                self.state = State::Watching { version };
+                Step::Pending
             }
         }
-    }
-
-    /// A step failed: back off and retry. Yields the error only when the
-    /// health changes.
-    fn fail(&mut self, error: BackendError, resume: Option<String>) -> Option<Item> {
-        let delay = self.timing.backoff.next_delay();
-        self.state = State::Backoff { delay, resume };
-        let kind = error_kind(&error);
-        let endpoint = self.source.label();
-        if self.health == Health::Down(kind) {
-            tracing::debug!(backend = NAME, %endpoint, error = %error, ?delay, "still failing");
-            return None;
-        }
-        tracing::warn!(
-            backend = NAME,
-            %endpoint,
-            error = %error,
-            ?delay,
-            "metadata watch interrupted; retrying with backoff, keeping the last good data"
-        );
-        self.health = Health::Down(kind);
-        Some(Err(error))
-    }
-
-    /// A request succeeded: yields `batch`, or after an outage an empty batch
-    /// so the core knows the backend is back.
-    fn up(&mut self, batch: Vec<Update>) -> Option<Item> {
-        let before = std::mem::replace(&mut self.health, Health::Up);
-        match before {
-            Health::Down(_) => {
-                tracing::info!(
-                    backend = NAME,
-                    endpoint = %self.source.label(),
-                    "metadata service reachable again; watch resumed"
-                );
-                Some(Ok(batch))
-            }
-            Health::Starting => {
-                tracing::info!(
-                    backend = NAME,
-                    endpoint = %self.source.label(),
-                    "watching the metadata version"
-                );
-                (!batch.is_empty()).then_some(Ok(batch))
-            }
-            Health::Up => (!batch.is_empty()).then_some(Ok(batch)),
-        }
-    }
-}
-
-fn error_kind(error: &BackendError) -> &'static str {
-    match error {
-        BackendError::Unavailable { .. } => "unavailable",
-        BackendError::Invalid { .. } => "invalid",
-        BackendError::Denied { .. } => "denied",
-        BackendError::Config { .. } => "config",
     }
 }
 
@@ -317,15 +213,44 @@ mod tests {
     use std::collections::VecDeque;
     use std::sync::Mutex;
 
-    use sidekick_backend::KeyTree;
+    use futures::StreamExt;
+    use sidekick_backend::{drive, Backoff, KeyTree, Label, UpdateStream};
 
-    /// A scripted metadata service: each call takes the next answer.
+    /// A scripted metadata service: each call takes the next answer; with
+    /// none left it never answers (an idle long-poll).
     #[derive(Default)]
     struct Script {
         reads: Mutex<VecDeque<Result<Loaded, BackendError>>>,
         waits: Mutex<VecDeque<Result<String, BackendError>>>,
         wait_takes: Mutex<Duration>,
         calls: Mutex<Vec<String>>,
+        /// When each long-poll was sent.
+        waited_at: Mutex<Vec<Instant>>,
+    }
+
+    impl Script {
+        /// A script with these answers to reads and to long-polls.
+        fn new<const R: usize, const W: usize>(
+            reads: [Result<Loaded, BackendError>; R],
+            waits: [Result<&str, BackendError>; W],
+        ) -> Script {
+            let waits = waits.into_iter().map(|w| w.map(str::to_string));
+            Script {
+                reads: Mutex::new(reads.into()),
+                waits: Mutex::new(waits.collect()),
+                ..Script::default()
+            }
+        }
+
+        fn calls(&self) -> Vec<String> {
+            self.calls.lock().unwrap().clone()
+        }
+
+        /// The time between the long-polls that were sent.
+        fn wait_gaps(&self) -> Vec<Duration> {
+            let at = self.waited_at.lock().unwrap();
+            at.windows(2).map(|w| w[1] - w[0]).collect()
+        }
     }
 
     impl Source for Script {
@@ -335,22 +260,23 @@ mod tests {
 
         async fn read(&self, _interest: &Interest) -> Result<Loaded, BackendError> {
             self.calls.lock().unwrap().push("read".into());
-            self.reads
-                .lock()
-                .unwrap()
-                .pop_front()
-                .expect("unexpected read")
+            let next = self.reads.lock().unwrap().pop_front();
+            match next {
+                Some(answer) => answer,
+                None => std::future::pending().await,
+            }
         }
 
         async fn wait(&self, version: &str, _max: Duration) -> Result<String, BackendError> {
             self.calls.lock().unwrap().push(format!("wait {version}"));
+            self.waited_at.lock().unwrap().push(Instant::now());
             let takes = *self.wait_takes.lock().unwrap();
             tokio::time::sleep(takes).await;
-            self.waits
-                .lock()
-                .unwrap()
-                .pop_front()
-                .expect("unexpected wait")
+            let next = self.waits.lock().unwrap().pop_front();
+            match next {
+                Some(answer) => answer,
+                None => std::future::pending().await,
+            }
         }
     }
 
@@ -374,182 +300,120 @@ mod tests {
         }
     }
 
-    fn timing() -> Timing {
-        Timing {
+    /// The watch on `script`, run by the driver (time is paused in the tests,
+    /// so waits and backoff take no real time).
+    fn run(script: Script) -> (UpdateStream, Arc<Script>) {
+        let script = Arc::new(script);
+        let timing = Timing {
             max_wait: Duration::from_secs(60),
             min_poll: Duration::from_secs(1),
-            backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(1)),
-        }
+            backoff_start: Duration::from_millis(100),
+            backoff_cap: Duration::from_secs(1),
+        };
+        let watch = Watch::new(Arc::clone(&script), Interest::default(), timing);
+        let backoff = Backoff::new(timing.backoff_start, timing.backoff_cap);
+        let label = Label {
+            backend: NAME,
+            endpoint: script.label(),
+        };
+        (drive(watch, backoff, label), script)
     }
 
-    fn watcher(script: Script, loaded: Option<Loaded>) -> (Watcher<Script>, Arc<Script>) {
-        let script = Arc::new(script);
-        let w = Watcher::new(Arc::clone(&script), Interest::default(), timing(), loaded);
-        (w, script)
+    const LONG: Duration = Duration::from_secs(3600);
+
+    /// The stream's next item.
+    async fn next(s: &mut UpdateStream) -> Result<Vec<Update>, BackendError> {
+        let item = tokio::time::timeout(LONG, s.next()).await.expect("an item");
+        item.expect("the stream goes on")
     }
 
-    fn value_of(item: &Item) -> String {
-        match item {
-            Ok(batch) => match batch.as_slice() {
-                [Update::Snapshot(s)] => s.keys.get("/self/container/primary_ip").unwrap().into(),
-                other => panic!("unexpected batch {other:?}"),
-            },
-            Err(e) => panic!("unexpected error {e}"),
+    /// Runs the watch until it waits with nothing to yield.
+    async fn idle(s: &mut UpdateStream) {
+        let item = tokio::time::timeout(LONG, s.next()).await;
+        assert!(item.is_err(), "want nothing, got {item:?}");
+    }
+
+    /// The primary IP of a batch that must be one snapshot.
+    fn value_of(item: Result<Vec<Update>, BackendError>) -> String {
+        match item.as_deref() {
+            Ok([Update::Snapshot(s)]) => s.keys.get("/self/container/primary_ip").unwrap().into(),
+            other => panic!("want one snapshot, got {other:?}"),
         }
     }
 
     #[tokio::test(start_paused = true)]
     async fn reads_then_long_polls_and_rereads_on_a_new_version() {
-        let script = Script::default();
-        script
-            .reads
-            .lock()
-            .unwrap()
-            .extend([Ok(loaded("1", "a")), Ok(loaded("2", "b"))]);
-        script.waits.lock().unwrap().push_back(Ok("2".into()));
-        let (mut w, script) = watcher(script, None);
-
-        assert_eq!(value_of(&w.step().await.unwrap()), "a");
-        assert_eq!(
-            w.state(),
-            &State::Watching {
-                version: "1".into()
-            }
-        );
-        assert!(w.step().await.is_none());
-        assert_eq!(w.state(), &State::Reading);
-        assert_eq!(value_of(&w.step().await.unwrap()), "b");
-        assert_eq!(
-            w.state(),
-            &State::Watching {
-                version: "2".into()
-            }
-        );
-        assert_eq!(*script.calls.lock().unwrap(), ["read", "wait 1", "read"]);
+        let script = Script::new([Ok(loaded("1", "a")), Ok(loaded("2", "b"))], [Ok("2")]);
+        let (mut s, script) = run(script);
+        assert_eq!(value_of(next(&mut s).await), "a");
+        assert_eq!(value_of(next(&mut s).await), "b");
+        idle(&mut s).await;
+        assert_eq!(script.calls(), ["read", "wait 1", "read", "wait 2"]);
     }
 
     #[tokio::test(start_paused = true)]
-    async fn starts_from_the_callers_load_and_skips_unchanged_reads() {
-        let script = Script::default();
+    async fn the_first_item_is_a_snapshot_and_unchanged_rereads_are_skipped() {
         // Version 2 only changed keys outside the interest: same snapshot.
-        script.waits.lock().unwrap().push_back(Ok("2".into()));
-        script.reads.lock().unwrap().push_back(Ok(loaded("2", "a")));
-        let (mut w, script) = watcher(script, Some(loaded("1", "a")));
-        assert_eq!(
-            w.state(),
-            &State::Watching {
-                version: "1".into()
-            }
-        );
-        assert!(w.step().await.is_none());
-        assert!(
-            w.step().await.is_none(),
-            "unchanged snapshot must not be yielded"
-        );
-        assert_eq!(
-            w.state(),
-            &State::Watching {
-                version: "2".into()
-            }
-        );
-        assert_eq!(*script.calls.lock().unwrap(), ["wait 1", "read"]);
+        let script = Script::new([Ok(loaded("1", "a")), Ok(loaded("2", "a"))], [Ok("2")]);
+        let (mut s, script) = run(script);
+        assert_eq!(value_of(next(&mut s).await), "a");
+        // The unchanged snapshot of version 2 must not be yielded.
+        idle(&mut s).await;
+        assert_eq!(script.calls(), ["read", "wait 1", "read", "wait 2"]);
     }
 
     #[tokio::test(start_paused = true)]
     async fn same_version_after_max_wait_keeps_watching_without_reading() {
-        let script = Script::default();
+        let script = Script::new([Ok(loaded("1", "a"))], [Ok("1")]);
         *script.wait_takes.lock().unwrap() = Duration::from_secs(60);
-        script.waits.lock().unwrap().push_back(Ok("1".into()));
-        let (mut w, script) = watcher(script, Some(loaded("1", "a")));
-        assert!(w.step().await.is_none());
-        assert_eq!(
-            w.state(),
-            &State::Watching {
-                version: "1".into()
-            }
-        );
-        assert_eq!(*script.calls.lock().unwrap(), ["wait 1"]);
+        let (mut s, script) = run(script);
+        assert_eq!(value_of(next(&mut s).await), "a");
+        idle(&mut s).await;
+        assert_eq!(script.calls(), ["read", "wait 1", "wait 1"]);
+        // The next long-poll went out as soon as the first came back.
+        assert_eq!(script.wait_gaps(), [Duration::from_secs(60)]);
     }
 
     #[tokio::test(start_paused = true)]
     async fn an_instant_same_version_answer_is_paced() {
-        let script = Script::default();
-        script.waits.lock().unwrap().push_back(Ok("1".into()));
-        let (mut w, _script) = watcher(script, Some(loaded("1", "a")));
-        assert!(w.step().await.is_none());
+        let (mut s, script) = run(Script::new([Ok(loaded("1", "a"))], [Ok("1")]));
+        assert_eq!(value_of(next(&mut s).await), "a");
+        idle(&mut s).await;
+        assert_eq!(script.calls(), ["read", "wait 1", "wait 1"]);
         assert_eq!(
-            w.state(),
-            &State::Backoff {
-                delay: Duration::from_secs(1),
-                resume: Some("1".into())
-            },
+            script.wait_gaps(),
+            [Duration::from_secs(1)],
             "a service that does not hold long-polls must not cause a request storm"
-        );
-        assert!(w.step().await.is_none());
-        assert_eq!(
-            w.state(),
-            &State::Watching {
-                version: "1".into()
-            }
         );
     }
 
     #[tokio::test(start_paused = true)]
     async fn errors_back_off_and_resume_from_the_delivered_version() {
-        let script = Script::default();
-        script.waits.lock().unwrap().extend([
-            Err(down()),
-            Err(down()),
-            Ok("1".into()),
-            Ok("3".into()),
-        ]);
-        script.reads.lock().unwrap().push_back(Ok(loaded("3", "c")));
-        let (mut w, script) = watcher(script, Some(loaded("1", "a")));
-
-        // The first failure is yielded...
-        assert!(w.step().await.unwrap().is_err());
-        assert!(matches!(w.state(), State::Backoff { resume: Some(v), .. } if v == "1"));
-        assert!(w.step().await.is_none()); // backoff sleep
-                                           // ...a second of the same kind is not.
-        assert!(w.step().await.is_none());
-        assert!(w.step().await.is_none()); // backoff sleep
-                                           // Back, same version: an empty batch says so, and nothing is read.
-        assert_eq!(w.step().await.unwrap().unwrap(), Vec::new());
-        assert!(w.step().await.is_none()); // pacing (instant answer)
-                                           // Then a real change.
-        assert!(w.step().await.is_none());
-        assert_eq!(w.state(), &State::Reading);
-        assert_eq!(value_of(&w.step().await.unwrap()), "c");
+        let script = Script::new(
+            [Ok(loaded("1", "a")), Ok(loaded("3", "c"))],
+            [Err(down()), Err(down()), Ok("1"), Ok("3")],
+        );
+        let (mut s, script) = run(script);
+        assert_eq!(value_of(next(&mut s).await), "a");
+        // The first failure is yielded, a second of the same kind is not.
+        assert!(next(&mut s).await.is_err());
+        // Back, same version: an empty batch says so, and nothing is read.
+        assert_eq!(next(&mut s).await.unwrap(), Vec::new());
+        // Then (after pacing the instant answer) a real change.
+        assert_eq!(value_of(next(&mut s).await), "c");
+        idle(&mut s).await;
         assert_eq!(
-            *script.calls.lock().unwrap(),
-            ["wait 1", "wait 1", "wait 1", "wait 1", "read"]
+            script.calls(),
+            ["read", "wait 1", "wait 1", "wait 1", "wait 1", "read", "wait 3"]
         );
     }
 
     #[tokio::test(start_paused = true)]
     async fn failed_read_is_retried_as_a_read() {
-        let script = Script::default();
-        script
-            .reads
-            .lock()
-            .unwrap()
-            .extend([Err(down()), Ok(loaded("1", "a"))]);
-        let (mut w, _script) = watcher(script, None);
-        assert!(w.step().await.unwrap().is_err());
-        assert!(matches!(w.state(), State::Backoff { resume: None, .. }));
-        assert!(w.step().await.is_none());
-        assert_eq!(w.state(), &State::Reading);
-        assert_eq!(value_of(&w.step().await.unwrap()), "a");
-    }
-
-    #[test]
-    fn backoff_doubles_with_jitter_and_resets() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(350));
-        let d: Vec<Duration> = (0..4).map(|_| b.next_delay()).collect();
-        assert!(d[0] >= Duration::from_millis(50) && d[0] <= Duration::from_millis(100));
-        assert!(d[1] >= Duration::from_millis(100) && d[1] <= Duration::from_millis(200));
-        assert!(d[3] >= Duration::from_millis(175) && d[3] <= Duration::from_millis(350));
-        b.reset();
-        assert!(b.next_delay() <= Duration::from_millis(100));
+        let (mut s, script) = run(Script::new([Err(down()), Ok(loaded("1", "a"))], []));
+        assert!(next(&mut s).await.is_err());
+        assert_eq!(value_of(next(&mut s).await), "a");
+        idle(&mut s).await;
+        assert_eq!(script.calls(), ["read", "read", "wait 1"]);
     }
 }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use sidekick_backend::{Backend, Interest, Update};
+use sidekick_backend::{Backend, Interest, Snapshot, Update, UpdateStream};
 use sidekick_backend_rancher::{RancherBackend, RancherConfig, Server, ServerConfig};
 
 fn answers(n: usize) -> String {
@@ -15,6 +15,19 @@ fn answers(n: usize) -> String {
         out.push_str(&format!("          - primary_ip: 10.42.0.{}\n", 10 + i));
     }
     out
+}
+
+/// The stream's next batch, which must be one snapshot.
+async fn next_snapshot(stream: &mut UpdateStream) -> Snapshot {
+    let batch = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("an item within 10 s")
+        .expect("the stream goes on")
+        .expect("no error");
+    match <[Update; 1]>::try_from(batch) {
+        Ok([Update::Snapshot(s)]) => s,
+        other => panic!("expected one snapshot, got {other:?}"),
+    }
 }
 
 #[tokio::test]
@@ -57,23 +70,19 @@ async fn reads_as_the_named_container_and_follows_reloads() {
         Some("10.42.0.13")
     );
     assert!(snapshot.keys.iter().all(|(k, _)| k.starts_with("/self/")));
-    let catalog = snapshot.catalog.unwrap();
+    let catalog = snapshot.catalog.clone().unwrap();
     assert_eq!(catalog.services(), ["zk/zookeeper", "zookeeper"]);
     let zk = catalog.service("zookeeper", None, true);
     assert_eq!(zk.len(), 3);
     assert_eq!((zk[0].address.as_str(), zk[0].port), ("10.42.0.11", 2181));
 
+    // The watch reads for itself: its first item is the same snapshot.
     let mut stream = backend.watch(&interest).unwrap();
+    assert_eq!(next_snapshot(&mut stream).await, snapshot);
+
     std::fs::write(&file, answers(4)).unwrap();
     handle.reload().unwrap();
-    let batch = tokio::time::timeout(Duration::from_secs(10), stream.next())
-        .await
-        .expect("an update within 10 s")
-        .expect("the stream goes on")
-        .expect("no error");
-    let [Update::Snapshot(s)] = batch.as_slice() else {
-        panic!("expected one snapshot, got {batch:?}");
-    };
+    let s = next_snapshot(&mut stream).await;
     assert_eq!(
         s.keys
             .get("/self/service/containers/zk-zookeeper-4/primary_ip"),

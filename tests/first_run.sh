@@ -82,7 +82,8 @@ done
 
 # While the binary is here: every flag `--help` lists (sidekick's and each
 # subcommand's) has a line in README.md.
-bin=$(ls "$work"/target/{debug,release}/sidekick 2>/dev/null | head -n1)
+bin="$work/target/debug/sidekick"
+[ -x "$bin" ] || bin="$work/target/release/sidekick"
 undocumented=()
 for sub in "" dev exec metadata-server; do
   # shellcheck disable=SC2086

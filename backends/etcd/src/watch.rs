@@ -176,6 +176,13 @@ impl<S: Source> Watch<S> {
 }
 
 impl<S: Source> Machine for Watch<S> {
+    fn names(&self) -> sidekick_backend::Names {
+        sidekick_backend::Names {
+            watch: "etcd watch",
+            service: "etcd",
+        }
+    }
+
     fn state(&self) -> &'static str {
         match self.state {
             State::Connecting { .. } => "connecting",

@@ -129,6 +129,13 @@ impl<S: Source> Watch<S> {
 }
 
 impl<S: Source> Machine for Watch<S> {
+    fn names(&self) -> sidekick_backend::Names {
+        sidekick_backend::Names {
+            watch: "metadata watch",
+            service: "metadata service",
+        }
+    }
+
     fn state(&self) -> &'static str {
         match self.state {
             State::Reading => "reading",

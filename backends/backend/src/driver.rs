@@ -54,12 +54,7 @@ pub trait Machine: Send + 'static {
     fn step(&mut self) -> impl Future<Output = Step> + Send;
 
     /// How the driver's log lines name this watch and what it talks to.
-    fn names(&self) -> Names {
-        Names {
-            watch: "watch",
-            service: "backend",
-        }
-    }
+    const NAMES: Names = Names::new("watch", "backend");
 }
 
 /// Words for the driver's log lines: "`watch` interrupted", "`service`
@@ -72,6 +67,13 @@ pub struct Names {
     pub service: &'static str,
 }
 
+impl Names {
+    /// Names for a `watch` of a `service`.
+    pub const fn new(watch: &'static str, service: &'static str) -> Names {
+        Names { watch, service }
+    }
+}
+
 /// Names the backend and endpoint in the driver's log lines.
 #[derive(Debug, Clone)]
 pub struct Label {
@@ -79,6 +81,16 @@ pub struct Label {
     pub backend: &'static str,
     /// The address or path being watched, for logs.
     pub endpoint: String,
+}
+
+impl Label {
+    /// The label of a watch of `backend` at `endpoint`.
+    pub fn new(backend: &'static str, endpoint: impl Into<String>) -> Label {
+        Label {
+            backend,
+            endpoint: endpoint.into(),
+        }
+    }
 }
 
 /// What the driver last told the world.
@@ -133,12 +145,21 @@ impl<M: Machine> Driver<M> {
             Step::Updates(batch) => {
                 self.backoff.reset();
                 match std::mem::replace(&mut self.health, Health::Up) {
+                    Health::Down(ErrorKind::Invalid, _) => {
+                        // Bad data fixed: the service never went away.
+                        tracing::debug!(
+                            backend = self.label.backend,
+                            endpoint = %self.label.endpoint,
+                            "data valid again"
+                        );
+                        Some(Ok(batch))
+                    }
                     Health::Down(..) => {
                         tracing::info!(
                             backend = self.label.backend,
                             endpoint = %self.label.endpoint,
                             "{} reachable again; watch resumed",
-                            self.machine.names().service
+                            M::NAMES.service
                         );
                         Some(Ok(batch))
                     }
@@ -174,13 +195,17 @@ impl<M: Machine> Driver<M> {
                     return None;
                 }
                 // The error's text goes out once, with the item: the core logs it.
-                tracing::warn!(
-                    backend = self.label.backend,
-                    endpoint = %self.label.endpoint,
-                    ?delay,
-                    "{} interrupted; retrying with backoff, keeping the last good data",
-                    self.machine.names().watch
-                );
+                // Bad data is no interruption: the watch goes on, only the
+                // item needs telling.
+                if kind != ErrorKind::Invalid {
+                    tracing::warn!(
+                        backend = self.label.backend,
+                        endpoint = %self.label.endpoint,
+                        ?delay,
+                        "{} interrupted; retrying with backoff, keeping the last good data",
+                        M::NAMES.watch
+                    );
+                }
                 self.health = health;
                 Some(Err(error))
             }
@@ -256,10 +281,7 @@ pub fn poll(
     interval: Duration,
     backoff: Backoff,
 ) -> UpdateStream {
-    let label = Label {
-        backend: backend.name(),
-        endpoint: String::from("poll"),
-    };
+    let label = Label::new(backend.name(), "poll");
     let poller = Poller {
         backend,
         interest,
@@ -294,10 +316,7 @@ mod tests {
     }
 
     fn label() -> Label {
-        Label {
-            backend: "test",
-            endpoint: "fake".into(),
-        }
+        Label::new("test", "fake")
     }
 
     fn fast() -> Backoff {

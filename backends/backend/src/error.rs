@@ -74,6 +74,14 @@ impl ErrorKind {
 }
 
 impl BackendError {
+    /// A [`BackendError::Config`] of `backend`.
+    pub fn config(backend: &'static str, message: impl Into<String>) -> BackendError {
+        BackendError::Config {
+            backend,
+            message: message.into(),
+        }
+    }
+
     /// True for errors that may go away by themselves (retry with backoff).
     pub fn is_transient(&self) -> bool {
         matches!(self, BackendError::Unavailable { .. })

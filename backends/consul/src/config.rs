@@ -70,9 +70,10 @@ pub struct Timing {
     /// nothing changes (Consul's default is 5 minutes, its maximum 10).
     pub wait: Duration,
     /// Refill interval of each query's token bucket: in the long run a query
-    /// is re-sent at most once per interval (10 per second by default), so a
-    /// key changing in a loop degrades into polling at that rate, with the
-    /// changes in between arriving as one batch.
+    /// is re-sent at most once per interval (50 per second by default, so
+    /// changes 20 ms apart each arrive on their own), and a key changing
+    /// faster degrades into polling at that rate, the changes in between
+    /// arriving as one batch. An idle watch sends nothing but its long polls.
     pub requery_interval: Duration,
     /// Size of each query's token bucket: how many re-queries may go out at
     /// once, with no wait, before [`Timing::requery_interval`] paces them.
@@ -96,7 +97,7 @@ impl Default for Timing {
             connect_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(10),
             wait: Duration::from_secs(5 * 60),
-            requery_interval: Duration::from_millis(100),
+            requery_interval: Duration::from_millis(20),
             requery_burst: 5,
             max_stale: Some(Duration::from_secs(2)),
             backoff_start: Duration::from_millis(200),
@@ -256,10 +257,7 @@ fn read_pem(path: &Path, flag: &str) -> Result<Vec<u8>, BackendError> {
 }
 
 fn config_error(message: String) -> BackendError {
-    BackendError::Config {
-        backend: NAME,
-        message,
-    }
+    BackendError::config(NAME, message)
 }
 
 #[cfg(test)]

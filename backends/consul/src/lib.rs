@@ -116,13 +116,12 @@ impl Backend for ConsulBackend {
     /// Dropping the stream cancels every query in flight.
     fn watch(&self, interest: &Interest) -> Option<UpdateStream> {
         let timing = *self.api.timing();
-        let machine = Watch::new(Arc::clone(&self.api), interest.clone(), timing);
         let backoff = Backoff::new(timing.backoff_start, timing.backoff_cap);
-        let label = Label {
-            backend: NAME,
-            endpoint: self.api.label(),
-        };
-        Some(drive(machine, backoff, label))
+        Some(drive(
+            Watch::new(Arc::clone(&self.api), interest.clone(), timing),
+            backoff,
+            Label::new(NAME, self.api.label()),
+        ))
     }
 
     fn has_catalog(&self) -> bool {

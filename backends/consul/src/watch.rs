@@ -55,8 +55,8 @@ use futures::future::{AbortHandle, Abortable, BoxFuture};
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use sidekick_backend::{
-    minimal_prefixes, BackendError, Catalog, Interest, KeyTree, Machine, ServiceInstance, Snapshot,
-    Step, Update,
+    minimal_prefixes, BackendError, Catalog, Interest, KeyTree, Machine, Names, ServiceInstance,
+    Snapshot, Step, Update,
 };
 
 use crate::client::{Answer, Api, Body, Target};
@@ -553,11 +553,11 @@ impl<S: Source> Watch<S> {
     /// A watch that starts by listing everything.
     pub fn new(source: Arc<S>, interest: Interest, timing: Timing) -> Watch<S> {
         Watch {
+            state: State::Listing,
+            deferred: None,
             source,
             interest,
             timing,
-            state: State::Listing,
-            deferred: None,
         }
     }
 
@@ -577,6 +577,8 @@ impl<S: Source> Watch<S> {
 }
 
 impl<S: Source> Machine for Watch<S> {
+    const NAMES: Names = Names::new("consul watch", "consul agent");
+
     fn state(&self) -> &'static str {
         match self.state {
             State::Listing => "listing",
@@ -1192,11 +1194,11 @@ mod tests {
             ..timing()
         };
         let machine = Watch::new(Arc::clone(script), interest, timing);
-        let label = Label {
-            backend: NAME,
-            endpoint: "script".into(),
-        };
-        drive(machine, Backoff::new(ms(1), ms(2)), label)
+        drive(
+            machine,
+            Backoff::new(ms(1), ms(2)),
+            Label::new(NAME, "script"),
+        )
     }
 
     async fn next(s: &mut UpdateStream) -> Result<Vec<Update>, BackendError> {

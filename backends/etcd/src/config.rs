@@ -257,10 +257,7 @@ fn read_pem(path: &Path, what: &str) -> Result<Vec<u8>, BackendError> {
 }
 
 pub(crate) fn config_error(message: String) -> BackendError {
-    BackendError::Config {
-        backend: NAME,
-        message,
-    }
+    BackendError::config(NAME, message)
 }
 
 #[cfg(test)]

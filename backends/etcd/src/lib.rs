@@ -108,10 +108,7 @@ impl Backend for EtcdBackend {
             );
         }
         let backoff = Backoff::new(self.timing.backoff_start, self.timing.backoff_cap);
-        let label = Label {
-            backend: NAME,
-            endpoint: self.cluster.label().to_string(),
-        };
+        let label = Label::new(NAME, self.cluster.label().to_string());
         let machine = Watch::new(Arc::clone(&self.cluster), interest.clone());
         Some(drive(machine, backoff, label))
     }

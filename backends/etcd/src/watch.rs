@@ -23,7 +23,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use sidekick_backend::{
-    normalize_key, BackendError, Interest, KeyTree, Machine, Snapshot, Step, Update,
+    normalize_key, BackendError, Interest, KeyTree, Machine, Names, Snapshot, Step, Update,
 };
 
 use crate::NAME;
@@ -176,12 +176,7 @@ impl<S: Source> Watch<S> {
 }
 
 impl<S: Source> Machine for Watch<S> {
-    fn names(&self) -> sidekick_backend::Names {
-        sidekick_backend::Names {
-            watch: "etcd watch",
-            service: "etcd",
-        }
-    }
+    const NAMES: Names = Names::new("etcd watch", "etcd");
 
     fn state(&self) -> &'static str {
         match self.state {

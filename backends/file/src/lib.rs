@@ -176,10 +176,7 @@ fn absolute(path: &Path) -> Result<PathBuf, BackendError> {
 }
 
 fn config_error(message: String) -> BackendError {
-    BackendError::Config {
-        backend: NAME,
-        message,
-    }
+    BackendError::config(NAME, message)
 }
 
 #[cfg(test)]

@@ -7,16 +7,22 @@
 //! would follow the old inode and go quiet. A directory that disappears (or
 //! cannot be watched yet) is retried on every change and, meanwhile, once a
 //! second, so the stream heals without a restart.
+//!
+//! Like every backend's watch it is a [`Machine`] run by
+//! [`sidekick_backend::drive`]: the driver decides what to tell the core about
+//! a bad save (once per distinct error) and how long to wait after one.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
 use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
-use sidekick_backend::{BackendError, Interest, Snapshot, Update, UpdateStream};
+use sidekick_backend::{
+    drive, BackendError, Backoff, Interest, Label, Machine, Names, Snapshot, Step, Update,
+    UpdateStream,
+};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -84,9 +90,16 @@ enum Target {
     DirContents { dir: usize },
 }
 
+/// Where the watch is: about to read, or waiting for the next save.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Reading,
+    Waiting,
+}
+
 /// Everything the stream owns. Dropping it drops the watcher (which stops its
 /// thread and the callback's sender) and the receiver.
-struct State {
+struct FileWatch {
     config: Arc<Config>,
     interest: Interest,
     watcher: Option<RecommendedWatcher>,
@@ -97,12 +110,12 @@ struct State {
     targets: Vec<Target>,
     /// An error to report before anything else (watcher creation failed).
     pending: Option<BackendError>,
-    /// False until the first read, which happens without waiting for an event.
-    primed: bool,
+    phase: Phase,
     /// The last snapshot sent.
     last: Option<Snapshot>,
-    /// The text of the last error sent, cleared by a good read.
-    last_error: Option<String>,
+    /// Whether the last read failed: the next good one is sent even if it
+    /// equals `last`, so the core sees the whole data again.
+    failed: bool,
 }
 
 /// Starts watching: the watcher is running when this returns, so nothing saved
@@ -148,7 +161,7 @@ pub(crate) fn stream(config: Arc<Config>, interest: Interest) -> UpdateStream {
         ),
     };
     let (dirs, targets) = plan(&config, interest.services);
-    let mut state = State {
+    let mut machine = FileWatch {
         config,
         interest,
         watcher,
@@ -157,12 +170,20 @@ pub(crate) fn stream(config: Arc<Config>, interest: Interest) -> UpdateStream {
         dirs,
         targets,
         pending,
-        primed: false,
+        phase: Phase::Reading,
         last: None,
-        last_error: None,
+        failed: false,
     };
-    state.sync_watches();
-    futures::stream::unfold(state, State::next).boxed()
+    machine.sync_watches();
+    let endpoint = machine
+        .dirs
+        .iter()
+        .map(|d| d.path.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    // No wait after a bad save: the next step waits for the next save anyway.
+    let backoff = Backoff::new(Duration::ZERO, Duration::ZERO);
+    drive(machine, backoff, Label::new(NAME, endpoint))
 }
 
 /// The directories to watch and the paths within them that matter.
@@ -211,40 +232,52 @@ fn plan(config: &Config, services: bool) -> (Vec<WatchedDir>, Vec<Target>) {
     (dirs, targets)
 }
 
-impl State {
-    /// Produces the next item: waits for a relevant change (except the first
-    /// time), re-reads, and returns the result unless it repeats the last one.
-    async fn next(mut self) -> Option<(Result<Vec<Update>, BackendError>, Self)> {
-        if let Some(error) = self.pending.take() {
-            return Some((Err(error), self));
+impl Machine for FileWatch {
+    const NAMES: Names = Names::new("file watch", "data files");
+
+    fn state(&self) -> &'static str {
+        match self.phase {
+            Phase::Reading => "reading",
+            Phase::Waiting => "waiting",
         }
-        loop {
-            if self.primed {
+    }
+
+    /// Reads (the first time at once, then after each relevant change) and
+    /// yields the snapshot when it differs from the last one sent.
+    async fn step(&mut self) -> Step {
+        if let Some(error) = self.pending.take() {
+            return Step::Failed(error);
+        }
+        match self.phase {
+            Phase::Waiting => {
                 self.wait_for_change().await;
+                self.phase = Phase::Reading;
+                Step::Pending
             }
-            self.primed = true;
-            self.sync_watches();
-            match read::snapshot(Arc::clone(&self.config), self.interest.clone()).await {
-                Ok(snapshot) => {
-                    // After an error, send even an unchanged snapshot: it tells
-                    // the core the files are good again.
-                    let recovered = self.last_error.take().is_some();
-                    if recovered || self.last.as_ref() != Some(&snapshot) {
-                        self.last = Some(snapshot.clone());
-                        return Some((Ok(vec![Update::Snapshot(snapshot)]), self));
+            Phase::Reading => {
+                self.phase = Phase::Waiting;
+                self.sync_watches();
+                match read::snapshot(Arc::clone(&self.config), self.interest.clone()).await {
+                    Ok(snapshot) => {
+                        let recovered = std::mem::take(&mut self.failed);
+                        if recovered || self.last.as_ref() != Some(&snapshot) {
+                            self.last = Some(snapshot.clone());
+                            Step::Updates(vec![Update::Snapshot(snapshot)])
+                        } else {
+                            Step::Updates(Vec::new())
+                        }
                     }
-                }
-                Err(error) => {
-                    let text = error.to_string();
-                    if self.last_error.as_deref() != Some(text.as_str()) {
-                        self.last_error = Some(text);
-                        return Some((Err(error), self));
+                    Err(error) => {
+                        self.failed = true;
+                        Step::Failed(error)
                     }
                 }
             }
         }
     }
+}
 
+impl FileWatch {
     /// Whether some change has to be found by re-reading on a timer.
     fn must_poll(&self) -> bool {
         self.watcher.is_none() || self.closed || self.dirs.iter().any(|d| !d.active)
@@ -368,6 +401,7 @@ impl State {
 mod tests {
     use super::*;
     use crate::FileBackend;
+    use futures::StreamExt;
     use sidekick_backend::Backend;
     use std::fs;
 

@@ -140,8 +140,5 @@ impl Shared {
 }
 
 fn config_error(message: String) -> BackendError {
-    BackendError::Config {
-        backend: NAME,
-        message,
-    }
+    BackendError::config(NAME, message)
 }

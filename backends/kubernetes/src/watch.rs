@@ -79,10 +79,7 @@ const BACKOFF_CAP: Duration = Duration::from_secs(30);
 
 /// Watches everything `interest` covers until dropped.
 pub(crate) fn stream(shared: Arc<Shared>, interest: Interest) -> UpdateStream {
-    let label = Label {
-        backend: NAME,
-        endpoint: shared.endpoint(),
-    };
+    let label = Label::new(NAME, shared.endpoint());
     let backoff = Backoff::new(BACKOFF_START, BACKOFF_CAP);
     drive(Phase::Connecting { shared, interest }, backoff, label)
 }
@@ -563,12 +560,7 @@ impl Machine for Phase {
         }
     }
 
-    fn names(&self) -> Names {
-        Names {
-            watch: "kubernetes watch",
-            service: "kubernetes API server",
-        }
-    }
+    const NAMES: Names = Names::new("kubernetes watch", "kubernetes API server");
 
     async fn step(&mut self) -> Step {
         match self {
@@ -706,10 +698,7 @@ mod tests {
             ),
         };
         let backoff = Backoff::new(Duration::from_millis(1), Duration::from_millis(4));
-        let label = Label {
-            backend: NAME,
-            endpoint: "test".into(),
-        };
+        let label = Label::new(NAME, "test");
         (
             drive(Phase::Watching(Box::new(running)), backoff, label),
             txs,

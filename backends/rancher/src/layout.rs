@@ -157,10 +157,7 @@ fn has_port(host: &str) -> bool {
 }
 
 fn config(message: String) -> BackendError {
-    BackendError::Config {
-        backend: NAME,
-        message,
-    }
+    BackendError::config(NAME, message)
 }
 
 #[cfg(test)]

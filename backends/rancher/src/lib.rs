@@ -125,14 +125,13 @@ impl Backend for RancherBackend {
     /// the version and reads again when it changes. Dropping the stream
     /// drops the request in flight and its connection.
     fn watch(&self, interest: &Interest) -> Option<UpdateStream> {
-        let timing = self.timing;
-        let machine = Watch::new(Arc::clone(&self.source), interest.clone(), timing);
-        let backoff = Backoff::new(timing.backoff_start, timing.backoff_cap);
-        let label = Label {
-            backend: NAME,
-            endpoint: self.source.label(),
-        };
-        Some(drive(machine, backoff, label))
+        let machine = Watch::new(Arc::clone(&self.source), interest.clone(), self.timing);
+        let backoff = Backoff::new(self.timing.backoff_start, self.timing.backoff_cap);
+        Some(drive(
+            machine,
+            backoff,
+            Label::new(NAME, self.source.label()),
+        ))
     }
 
     fn has_catalog(&self) -> bool {

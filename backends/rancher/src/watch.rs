@@ -30,7 +30,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sidekick_backend::{BackendError, Interest, Machine, Snapshot, Step, Update};
+use sidekick_backend::{BackendError, Interest, Machine, Names, Snapshot, Step, Update};
 use tokio::time::Instant;
 
 use crate::NAME;
@@ -129,12 +129,7 @@ impl<S: Source> Watch<S> {
 }
 
 impl<S: Source> Machine for Watch<S> {
-    fn names(&self) -> sidekick_backend::Names {
-        sidekick_backend::Names {
-            watch: "metadata watch",
-            service: "metadata service",
-        }
-    }
+    const NAMES: Names = Names::new("metadata watch", "metadata service");
 
     fn state(&self) -> &'static str {
         match self.state {

@@ -10,10 +10,15 @@
 #
 # How: runs a release build with symbols under callgrind through the usual
 # lives of the binary (etcd --watch with a change, etcd --onetime, file-backend
-# --watch with a change, `sidekick exec` with a reload signal), and
+# --watch with a change, `sidekick exec` with a reload signal, Consul, Rancher
+# and Kubernetes --watch with a change each), and
 # writes one linker-script line per function run, with the hash of the symbol
 # left as a wildcard so that the list survives rebuilds and most edits. Needs
-# valgrind, etcd (etcd-server), curl and python3.
+# valgrind, etcd (etcd-server), curl and python3. Consul's agent and the
+# Kubernetes API server are small stand-ins written below (the KV, catalog and
+# health endpoints with blocking queries; list and watch of ConfigMaps): only
+# which code runs matters here, and the backends' own tests check the protocol
+# against fuller servers. Rancher's is `sidekick metadata-server` itself.
 #
 #   bash benches/hot-text.sh        # then rebuild and compare idle RSS:
 #   IDLE_SECS=10 bash benches/etcd.sh
@@ -29,12 +34,20 @@ command -v etcd >/dev/null 2>&1 || [ -x /usr/bin/etcd ] || {
 }
 
 # The release profile, symbols kept: the same inlining as what ships.
-CARGO_TARGET_DIR=target/hot-text CARGO_PROFILE_RELEASE_STRIP=none \
-  cargo build --release --bin sidekick
-exec python3 - target/hot-text/release/sidekick build/hot-text.ld <<'PY'
-import os, re, signal, socket, subprocess, sys, tempfile, time, base64, json, urllib.request
+# HOT_TEXT_DRY=1 SIDEKICK_BIN=target/debug/sidekick runs the scenarios without
+# callgrind and writes nothing, to check them quickly.
+if [ -z "${SIDEKICK_BIN:-}" ]; then
+  CARGO_TARGET_DIR=target/hot-text CARGO_PROFILE_RELEASE_STRIP=none \
+    cargo build --release --bin sidekick
+  SIDEKICK_BIN=target/hot-text/release/sidekick
+fi
+exec python3 - "$SIDEKICK_BIN" build/hot-text.ld <<'PY'
+import os, re, shutil, signal, socket, subprocess, sys, tempfile, threading, time, base64, json, urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
 
 binary, out_path = os.path.abspath(sys.argv[1]), sys.argv[2]
+DRY = os.environ.get("HOT_TEXT_DRY") == "1"
 ETCD = "/usr/bin/etcd" if os.path.exists("/usr/bin/etcd") else "etcd"
 
 
@@ -77,10 +90,142 @@ def confdir(root, name, keys, extra=""):
 def grind(tmp, name, args):
     """Starts the binary under callgrind; returns (process, profile path)."""
     profile = f"{tmp}/{name}.cg"
+    if DRY:
+        proc = subprocess.Popen([binary] + args, stdout=subprocess.DEVNULL,
+                                stderr=open(f"{tmp}/{name}.log", "w"))
+        return proc, None
     proc = subprocess.Popen(["valgrind", "--tool=callgrind", "--demangle=no",
                              f"--callgrind-out-file={profile}", binary] + args,
                             stdout=subprocess.DEVNULL, stderr=open(f"{tmp}/{name}.log", "w"))
     return proc, profile
+
+
+class Store:
+    """Values and an index that moves on every change; readers block on it."""
+
+    def __init__(self, values):
+        self.values, self.index, self.cond = dict(values), 1, threading.Condition()
+
+    def set(self, key, value):
+        with self.cond:
+            self.values[key] = value
+            self.index += 1
+            self.cond.notify_all()
+
+    def wait_past(self, index, secs):
+        with self.cond:
+            self.cond.wait_for(lambda: self.index > index, timeout=secs)
+            return self.index, dict(self.values)
+
+
+def serve(handler):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def consul_agent(store):
+    """/v1/kv/<prefix>?recurse, /v1/catalog/services and /v1/health/service/web,
+    each a blocking query on the store's index (X-Consul-Index)."""
+
+    class Agent(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            url = urlparse(self.path)
+            query = parse_qs(url.query)
+            index, values = store.wait_past(int(query.get("index", ["0"])[0]), 5)
+            if url.path.startswith("/v1/kv/"):
+                prefix = url.path[len("/v1/kv/"):]
+                body = [{"Key": k, "Value": base64.b64encode(v.encode()).decode(),
+                         "CreateIndex": 1, "ModifyIndex": index, "LockIndex": 0, "Flags": 0}
+                        for k, v in sorted(values.items()) if k.startswith(prefix)]
+            elif url.path == "/v1/catalog/services":
+                body = {"web": []}
+            elif url.path == "/v1/health/service/web":
+                body = [{"Node": {"Node": "n1", "Address": "10.0.0.1"},
+                         "Service": {"ID": "web-1", "Service": "web", "Address": values["web"],
+                                     "Port": 80, "Tags": []},
+                         "Checks": [{"Status": "passing"}]}]
+            else:
+                body = None
+            data = json.dumps(body).encode()
+            self.send_response(200 if body is not None else 404)
+            for name, value in [("Content-Type", "application/json"), ("X-Consul-Index", str(index)),
+                                ("X-Consul-KnownLeader", "true"), ("X-Consul-LastContact", "0"),
+                                ("Content-Length", str(len(data)))]:
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(data)
+
+    return serve(Agent)
+
+
+def kube_apiserver(store):
+    """ConfigMap `app` in namespace `default`: list, and watch as a chunked
+    stream of MODIFIED events, one per store change."""
+
+    def configmap(index, values):
+        return {"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "app", "namespace": "default", "uid": "u1",
+                             "resourceVersion": str(index)},
+                "data": values}
+
+    class Api(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def chunk(self, obj):
+            data = json.dumps(obj).encode() + b"\n"
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            self.wfile.flush()
+
+        def do_GET(self):
+            url = urlparse(self.path)
+            query = parse_qs(url.query)
+            if url.path != "/api/v1/namespaces/default/configmaps":
+                data = json.dumps({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                   "reason": "NotFound", "code": 404}).encode()
+                self.send_response(404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                return
+            index, values = store.wait_past(0, 0)
+            if query.get("watch", ["false"])[0] not in ("true", "1"):
+                data = json.dumps({"apiVersion": "v1", "kind": "ConfigMapList",
+                                   "metadata": {"resourceVersion": str(index)},
+                                   "items": [configmap(index, values)]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            seen = int(query.get("resourceVersion", ["0"])[0] or 0)
+            end = time.time() + int(query.get("timeoutSeconds", ["30"])[0])
+            try:
+                while time.time() < end:
+                    index, values = store.wait_past(seen, 1)
+                    if index > seen:
+                        seen = index
+                        self.chunk({"type": "MODIFIED", "object": configmap(index, values)})
+                self.wfile.write(b"0\r\n\r\n")
+            except OSError:
+                pass
+
+    return serve(Api)
 
 
 def stop(proc):
@@ -154,6 +299,89 @@ with tempfile.TemporaryDirectory(prefix="sidekick-hot-") as tmp:
     wait_for(f"{tmp}/hups", "hup")
     stop(proc)
     profiles.append(profile)
+
+    # 5. Consul --watch: KV keys and a service's healthy instances, one change each.
+    store = Store({f"idle/k{i:03}": f"value-{i}" for i in range(100)} | {"web": "10.0.0.1"})
+    agent, agent_url = consul_agent(store)
+    dest = confdir(f"{tmp}/consul", "idle", "/idle")
+    shutil.copytree("examples/consul/templates", f"{tmp}/consul/templates", dirs_exist_ok=True)
+    with open(f"{tmp}/consul/conf.d/upstream.toml", "w") as f:
+        f.write(f'[template]\nsrc = "upstream.conf.tmpl"\ndest = "{tmp}/consul/upstream.out"\n'
+                'keys = []\n')
+    proc, profile = grind(tmp, "consul-watch", ["--backend", "consul", "--node", agent_url,
+                                                "--log-level", "warn", "--watch",
+                                                "--confdir", f"{tmp}/consul"])
+    wait_for(dest, "/idle/k099=value-99")
+    wait_for(f"{tmp}/consul/upstream.out", "10.0.0.1:80")
+    store.set("idle/k050", "changed")
+    wait_for(dest, "/idle/k050=changed")
+    store.set("web", "10.0.0.2")
+    wait_for(f"{tmp}/consul/upstream.out", "10.0.0.2:80")
+    stop(proc)
+    agent.shutdown()
+    profiles.append(profile)
+
+    # 6. Rancher --watch against `sidekick metadata-server`: an answers edit.
+    answers = f"{tmp}/answers.yaml"
+    shutil.copy("examples/zookeeper/answers-3.yaml", answers)
+    shutil.copytree("examples/zookeeper", f"{tmp}/zk")
+    for toml in os.listdir(f"{tmp}/zk/conf.d"):
+        path = f"{tmp}/zk/conf.d/{toml}"
+        text = open(path).read().replace("examples/zookeeper/out", f"{tmp}/zk/out")
+        open(path, "w").write(text)
+    meta_port = free_port()
+    meta = subprocess.Popen([binary, "metadata-server", "--listen", f"127.0.0.1:{meta_port}",
+                             "--file", answers, "--log-level", "warn"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{meta_port}/latest/version", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+        proc, profile = grind(tmp, "rancher-watch", ["--backend", "rancher", "--node",
+                                                     f"http://127.0.0.1:{meta_port}",
+                                                     "--self", "zk-zookeeper-2", "--log-level", "warn",
+                                                     "--watch", "--confdir", f"{tmp}/zk"])
+        wait_for(f"{tmp}/zk/out/zoo.cfg", "10.42.0.12:2888")
+        text = open(answers).read().replace("10.42.0.12", "10.42.0.22")
+        with open(answers + ".tmp", "w") as f:
+            f.write(text)
+        os.rename(answers + ".tmp", answers)
+        wait_for(f"{tmp}/zk/out/zoo.cfg", "10.42.0.22:2888")
+        stop(proc)
+        profiles.append(profile)
+    finally:
+        meta.terminate()
+        meta.wait()
+
+    # 7. Kubernetes --watch: a ConfigMap listed, then modified.
+    store = Store({f"k{i:03}": f"value-{i}" for i in range(100)})
+    api, api_url = kube_apiserver(store)
+    kubeconfig = f"{tmp}/kubeconfig"
+    with open(kubeconfig, "w") as f:
+        f.write(f"""apiVersion: v1
+kind: Config
+clusters: [{{name: c, cluster: {{server: "{api_url}"}}}}]
+users: [{{name: u, user: {{token: t}}}}]
+contexts: [{{name: x, context: {{cluster: c, user: u, namespace: default}}}}]
+current-context: x
+""")
+    dest = confdir(f"{tmp}/kube", "app", "/configmaps/app")
+    proc, profile = grind(tmp, "kubernetes-watch", ["--backend", "kubernetes", "--kubeconfig", kubeconfig,
+                                                    "--log-level", "warn", "--watch",
+                                                    "--confdir", f"{tmp}/kube"])
+    wait_for(dest, "/configmaps/app/k099=value-99")
+    store.set("k050", "changed")
+    wait_for(dest, "/configmaps/app/k050=changed")
+    stop(proc)
+    api.shutdown()
+    profiles.append(profile)
+
+    if DRY:
+        print(f"hot-text: {len(profiles)} scenarios ran (dry run: nothing written)")
+        sys.exit(0)
 
     # Functions run, in order of first sight, as text symbols of the binary.
     nm = subprocess.run(["nm", "--defined-only", binary], capture_output=True, text=True,

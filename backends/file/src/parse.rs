@@ -41,9 +41,6 @@ pub(crate) fn parse_keys(format: Format, text: &str, shown: &Path) -> Result<Pai
         return Ok(flat.out);
     }
     match format {
-        // Merge keys (`<<: *anchor`) need the document tree; the rest is
-        // flattened straight from the parser.
-        Format::Yaml if text.contains("<<") => yaml_tree(&mut flat, text, shown)?,
         Format::Yaml => yaml_stream(&mut flat, text, shown)?,
         Format::Json => {
             let value: serde_json::Value = deserialize(format, text, shown)?;
@@ -59,24 +56,24 @@ pub(crate) fn parse_keys(format: Format, text: &str, shown: &Path) -> Result<Pai
     Ok(flat.out)
 }
 
-/// YAML through the document tree, for `<<: *anchor` merge keys.
-fn yaml_tree(flat: &mut Flattener, text: &str, shown: &Path) -> Result<(), BackendError> {
-    let mut value: serde_norway::Value = deserialize(Format::Yaml, text, shown)?;
-    value.apply_merge().map_err(|e| yaml_error(&e, shown))?;
-    if value.is_null() {
-        return Ok(());
-    }
-    flat.yaml(value).map_err(|message| BackendError::Invalid {
-        location: shown.display().to_string(),
-        message,
-    })
-}
-
 /// YAML flattened while it is parsed, with no document tree.
 fn yaml_stream(flat: &mut Flattener, text: &str, shown: &Path) -> Result<(), BackendError> {
-    let document = serde_norway::Deserializer::from_str(text);
-    serde::de::DeserializeSeed::deserialize(yaml::Node { flat }, document)
-        .map_err(|e| yaml_error(&e, shown))
+    serde_saphyr::with_deserializer_from_str_with_options(text, yaml_options(), |document| {
+        serde::de::DeserializeSeed::deserialize(yaml::Node { flat }, document)
+    })
+    .map_err(|e| yaml_error(&e, shown))
+}
+
+/// How YAML plain scalars are read: as confd's parser (Go's yaml.v2, YAML
+/// 1.1) reads them, so `yes`/`on`/`off` are booleans and `0755` is octal;
+/// merge keys (`<<`) are merged; alias expansion is bounded.
+fn yaml_options() -> serde_saphyr::Options {
+    let mut options = serde_saphyr::Options::default();
+    options.legacy_octal_numbers = true;
+    options.strict_booleans = false;
+    options.with_snippet = false;
+    options.non_finite_float_policy = serde_saphyr::options::NonFiniteFloatPolicy::PassThrough;
+    options
 }
 
 /// Parses a services file: a map from service name to its instances. An empty
@@ -100,16 +97,22 @@ fn deserialize<T: DeserializeOwned>(
     shown: &Path,
 ) -> Result<T, BackendError> {
     match format {
-        Format::Yaml => serde_norway::from_str(text).map_err(|e| yaml_error(&e, shown)),
+        Format::Yaml => serde_saphyr::from_str_with_options(text, yaml_options())
+            .map_err(|e| yaml_error(&e, shown)),
         Format::Json => serde_json::from_str(text).map_err(|e| json_error(&e, shown)),
         Format::Toml => toml::from_str(text).map_err(|e| toml_error(&e, text, shown)),
     }
 }
 
-fn yaml_error(e: &serde_norway::Error, shown: &Path) -> BackendError {
-    let message = e.to_string();
+fn yaml_error(e: &serde_saphyr::Error, shown: &Path) -> BackendError {
+    let message = e.without_snippet().to_string();
     match e.location() {
-        Some(loc) => located(shown, loc.line(), loc.column(), message),
+        Some(loc) => located(
+            shown,
+            usize::try_from(loc.line()).unwrap_or(usize::MAX),
+            usize::try_from(loc.column()).unwrap_or(usize::MAX),
+            message,
+        ),
         None => BackendError::Invalid {
             location: shown.display().to_string(),
             message,
@@ -198,34 +201,6 @@ impl Flattener {
         result
     }
 
-    fn yaml(&mut self, value: serde_norway::Value) -> Result<(), String> {
-        use serde_norway::Value as V;
-        match value {
-            V::Null => self.leaf(String::new()),
-            V::Bool(b) => self.leaf(b.to_string()),
-            V::Number(n) => self.leaf(n.to_string()),
-            V::String(s) => self.leaf(s),
-            V::Sequence(items) => {
-                for (i, item) in items.into_iter().enumerate() {
-                    self.enter(&i.to_string(), |f| f.yaml(item))?;
-                }
-            }
-            V::Mapping(map) => {
-                for (key, item) in map {
-                    let Some(segment) = yaml_key(key) else {
-                        return Err(format!(
-                            "a key under {} is not a string, number or boolean",
-                            self.here()
-                        ));
-                    };
-                    self.enter(&segment, |f| f.yaml(item))?;
-                }
-            }
-            V::Tagged(tagged) => self.yaml(tagged.value)?,
-        }
-        Ok(())
-    }
-
     fn json(&mut self, value: serde_json::Value) {
         use serde_json::Value as V;
         match value {
@@ -276,7 +251,7 @@ mod yaml {
 
     use serde::de::{self, DeserializeSeed, Deserializer, EnumAccess, VariantAccess, Visitor};
 
-    use super::Flattener;
+    use super::{go_float, Flattener};
 
     /// The value at the flattener's current path.
     pub(super) struct Node<'f> {
@@ -321,8 +296,7 @@ mod yaml {
             self.leaf(v.to_string())
         }
         fn visit_f64<E>(self, v: f64) -> Result<(), E> {
-            // YAML's spelling (`.inf`, `1.0`), as the document tree printed it.
-            self.leaf(serde_norway::Number::from(v).to_string())
+            self.leaf(go_float(v))
         }
         fn visit_str<E>(self, v: &str) -> Result<(), E> {
             self.leaf(v.to_string())
@@ -331,11 +305,8 @@ mod yaml {
             self.leaf(v)
         }
         fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-            // A null document has no keys; a null value is an empty one.
-            if self.flat.path.is_empty() {
-                return Ok(());
-            }
-            self.leaf(String::new())
+            // A null (`~`, `null`, nothing) has no key, as in confd.
+            Ok(())
         }
         fn visit_none<E: de::Error>(self) -> Result<(), E> {
             self.visit_unit()
@@ -399,7 +370,8 @@ mod yaml {
         type Value = String;
 
         fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<String, D::Error> {
-            d.deserialize_any(self)
+            // As written: `on:` is the key `on`, not `true`.
+            d.deserialize_string(self)
         }
     }
 
@@ -430,7 +402,7 @@ mod yaml {
             Ok(v.to_string())
         }
         fn visit_f64<E>(self, v: f64) -> Result<String, E> {
-            Ok(serde_norway::Number::from(v).to_string())
+            Ok(go_float(v))
         }
         fn visit_str<E>(self, v: &str) -> Result<String, E> {
             Ok(v.to_string())
@@ -445,15 +417,17 @@ mod yaml {
     }
 }
 
-/// The text of a YAML mapping key, when it is a scalar.
-fn yaml_key(key: serde_norway::Value) -> Option<String> {
-    use serde_norway::Value as V;
-    match key {
-        V::String(s) => Some(s),
-        V::Bool(b) => Some(b.to_string()),
-        V::Number(n) => Some(n.to_string()),
-        V::Tagged(tagged) => yaml_key(tagged.value),
-        V::Null | V::Sequence(_) | V::Mapping(_) => None,
+/// A YAML float as confd prints it (Go's `strconv.FormatFloat(v, 'f', -1,
+/// 64)`): the shortest decimal that reads back, never an exponent, so `1e3`
+/// is `1000` and `1.0` is `1`.
+fn go_float(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".to_string()
+    } else if v.is_infinite() {
+        if v > 0.0 { "+Inf" } else { "-Inf" }.to_string()
+    } else {
+        // Rust's `Display` is the same shortest round-trip form, without exponent.
+        v.to_string()
     }
 }
 
@@ -507,9 +481,8 @@ mod tests {
                 ("/7", "seven"),
                 ("/db/host", "x"),
                 ("/db/port", "2"),
-                ("/flags/none", ""),
                 ("/flags/on", "true"),
-                ("/flags/one", "1.0"),
+                ("/flags/one", "1"),
                 ("/flags/ratio", "1.5"),
                 ("/upstreams/0", "a"),
                 ("/upstreams/1", "b"),
@@ -541,56 +514,91 @@ mod tests {
         assert!(matches!(err, BackendError::Invalid { .. }), "{err}");
     }
 
-    /// Both YAML paths, sorted, or their error's location.
-    fn both_yaml(text: &str) -> [Result<Vec<(String, String)>, String>; 2] {
-        let run = |stream: bool| {
-            let mut flat = Flattener::default();
-            let shown = Path::new("t.yaml");
-            let done = match stream {
-                true => yaml_stream(&mut flat, text, shown),
-                false => yaml_tree(&mut flat, text, shown),
-            };
-            match done {
-                Ok(()) => Ok(sorted(flat.out)),
-                Err(BackendError::Invalid { location, .. }) => Err(location),
-                Err(other) => Err(other.to_string()),
-            }
-        };
-        [run(true), run(false)]
+    /// Plain scalars as confd's YAML 1.1 parser (Go's yaml.v2) and its file
+    /// backend's printing give them; quoted ones stay text.
+    #[test]
+    fn yaml_scalars_read_as_confd_reads_them() {
+        let text = "\
+b1: yes\nb2: on\nb3: Off\nb4: NO\nb5: 'yes'\nb6: \"on\"\n\
+o1: 0755\no2: '0755'\nh: 0x1F\nu: 1_000\nneg: -7\n\
+f1: 1e3\nf2: 1.0\nf3: 1.5\nf4: .inf\nf5: -.inf\nf6: .nan\nf7: 1.5e-7\n\
+n1: ~\nn2: null\nn3:\nn4: ''\n\
+t: 2001-12-14t21:59:43.10-05:00\nmulti: |\n  line one\n  line two\n";
+        assert_eq!(
+            sorted(keys(Format::Yaml, text)),
+            sorted(pairs(&[
+                ("/b1", "true"),
+                ("/b2", "true"),
+                ("/b3", "false"),
+                ("/b4", "false"),
+                ("/b5", "yes"),
+                ("/b6", "on"),
+                ("/o1", "493"),
+                ("/o2", "0755"),
+                ("/h", "31"),
+                ("/u", "1000"),
+                ("/neg", "-7"),
+                ("/f1", "1000"),
+                ("/f2", "1"),
+                ("/f3", "1.5"),
+                ("/f4", "+Inf"),
+                ("/f5", "-Inf"),
+                ("/f6", "NaN"),
+                ("/f7", "0.00000015"),
+                ("/n4", ""),
+                ("/t", "2001-12-14t21:59:43.10-05:00"),
+                ("/multi", "line one\nline two\n"),
+            ]))
+        );
     }
 
     #[test]
-    fn yaml_stream_agrees_with_the_document_tree() {
-        for text in [
-            "a: 1\nb: [x, {c: ~, d: ''}]\nf: [1.0, 1e3, .inf, -.inf, .nan, 0x1F, -7, 1_000]\n",
-            "t: !custom {x: 1}\nu: !!str 12\nv: !thing [1, 2]\n!k key: tagged key\n",
-            "? 1.5\n: float key\ntrue: bool key\n'quoted': q\n\"\": empty key\n",
-            "a: &x {b: 1}\nc: *x\nd: [*x, *x]\n",
-            "~\n",
-            "hello\n",
-            "- a\n- - b\n  - c\n",
-            "multi: |\n  line one\n  line two\nfolded: >\n  a\n  b\n",
-        ] {
-            let [stream, tree] = both_yaml(text);
-            assert_eq!(stream, tree, "{text}");
-            assert!(stream.is_ok(), "{text}: {stream:?}");
-        }
-        // Beyond 64 bits the tree gives up; the text is kept.
-        let [stream, _] = both_yaml("big: 123456789012345678901\nneg: -123456789012345678901\n");
+    fn yaml_keys_tags_and_aliases() {
+        let text =
+            "t: !custom {x: 1}\nu: !!str 12\n? 1.5\n: float key\ntrue: bool key\non: on key\n\
+'quoted': q\na: &x {b: 1}\nc: *x\nd: [*x, *x]\n- \n";
+        let text = text.trim_end_matches("- \n");
         assert_eq!(
-            stream.unwrap(),
-            pairs(&[
-                ("/big", "123456789012345678901"),
-                ("/neg", "-123456789012345678901")
-            ])
+            sorted(keys(Format::Yaml, text)),
+            sorted(pairs(&[
+                ("/t/x", "1"),
+                ("/u", "12"),
+                ("/1.5", "float key"),
+                ("/true", "bool key"),
+                ("/on", "on key"),
+                ("/quoted", "q"),
+                ("/a/b", "1"),
+                ("/c/b", "1"),
+                ("/d/0/b", "1"),
+                ("/d/1/b", "1"),
+            ]))
         );
-        // Errors: both refuse, and the streaming one says where.
-        for text in ["a: 1\na: 2\n", "? [a]\n: b\n", "x:\n  ~: 1\n", "a: [\n"] {
-            let [stream, tree] = both_yaml(text);
-            assert!(tree.is_err(), "{text}: {tree:?}");
-            let location = stream.expect_err(text);
+    }
+
+    #[test]
+    fn yaml_errors_say_where() {
+        for text in ["a: 1\na: 2\n", "? [a]\n: b\n", "a: [\n"] {
+            let err = parse_keys(Format::Yaml, text, Path::new("t.yaml")).unwrap_err();
+            let BackendError::Invalid { location, message } = &err else {
+                panic!("{text}: {err}");
+            };
             assert!(location.starts_with("t.yaml:"), "{text}: {location}");
+            assert!(!message.contains('\n'), "{text}: {message}");
         }
+    }
+
+    /// An alias bomb ("billion laughs") is refused, not expanded.
+    #[test]
+    fn yaml_alias_bombs_are_refused() {
+        let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..12 {
+            let prev = i - 1;
+            text.push_str(&format!(
+                "a{i}: &a{i} [*a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}]\n"
+            ));
+        }
+        let err = parse_keys(Format::Yaml, &text, Path::new("t.yaml")).unwrap_err();
+        assert!(matches!(err, BackendError::Invalid { .. }), "{err}");
     }
 
     #[test]

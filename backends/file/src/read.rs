@@ -284,7 +284,8 @@ mod tests {
         let a = dir.path().join("a.yaml");
         let b = dir.path().join("b.yaml");
         fs::write(&a, "db:\n  host: x\n").unwrap();
-        fs::write(&b, "db: {host: y}\n").unwrap();
+        // `z`: a plain `y` is YAML 1.1's true, as confd reads it.
+        fs::write(&b, "db: {host: z}\n").unwrap();
         let backend = FileBackend::new([&a, &b], None).unwrap();
         let err = backend.load(&interest(&["/"], false)).await.unwrap_err();
         let BackendError::Invalid { location, message } = &err else {
@@ -293,7 +294,7 @@ mod tests {
         assert_eq!(location, &a.display().to_string());
         assert_eq!(
             message,
-            &format!("key /db/host is \"x\" here but \"y\" in {}", b.display())
+            &format!("key /db/host is \"x\" here but \"z\" in {}", b.display())
         );
     }
 

@@ -1,6 +1,6 @@
-//! Test harness shared by the crate's tests, the binary's end-to-end test
-//! (`tests/consul.rs`) and the benchmark: a Consul agent to test against and
-//! the writes a test makes to it.
+//! A Consul agent to test against and the writes a test makes to it, for the
+//! Consul crate's tests and benchmark and the binary's end-to-end tests.
+//! Feature `consul`.
 //!
 //! By default the agent is the in-process fake of [`server`]. With
 //! `SIDEKICK_TEST_CONSUL_ADDR=http://127.0.0.1:8500` (a `consul agent -dev`)
@@ -10,12 +10,6 @@
 //! made unique per test so tests can share the agent, and what cannot be done
 //! to a real agent (kill it, restore a snapshot, switch ACLs on) is skipped
 //! with a note: see [`Consul::fake`].
-//!
-//! Only `std`, `serde_json` and `base64` are used, so that every test crate
-//! can include this with `#[path]`.
-
-// Each test crate uses a different part of the harness.
-#![allow(dead_code, unused_imports)]
 
 pub mod server;
 
@@ -56,13 +50,21 @@ pub struct Consul {
 /// A service instance to register.
 #[derive(Debug, Clone)]
 pub struct Instance {
+    /// The catalog node it is registered on.
     pub node: String,
+    /// That node's address.
     pub node_address: String,
+    /// The service name.
     pub service: String,
+    /// The instance's service id.
     pub id: String,
+    /// The service address.
     pub address: String,
+    /// The service port.
     pub port: u16,
+    /// Service tags.
     pub tags: Vec<String>,
+    /// Service metadata.
     pub meta: BTreeMap<String, String>,
     /// Status of its one service check: `passing`, `warning` or `critical`.
     pub status: String,

@@ -2,8 +2,7 @@
 //! ("API Concepts": resource versions, efficient detection of changes, watch
 //! bookmarks, retrieving large results in chunks, streaming lists; "Status"
 //! objects; RBAC's forbidden messages), so the Kubernetes backend can be tested
-//! here without a cluster. Plain `std` threads and `serde_json`: both the
-//! backend crate's tests and the workspace's end-to-end tests include it.
+//! here without a cluster. Plain `std` threads and `serde_json`.
 //!
 //! What it serves, for `configmaps`, `secrets`, `services` (core `v1`) and
 //! `endpointslices` (`discovery.k8s.io/v1`), namespaced or across namespaces:
@@ -34,8 +33,6 @@
 //! would), [`ApiServer::stop`] / [`ApiServer::start_again`] on the same port
 //! (the store survives, as etcd would), and a log of requests.
 
-#![allow(dead_code)]
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -54,9 +51,13 @@ pub const USER: &str = "system:serviceaccount:default:sidekick";
 /// A resource the server serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Resource {
+    /// Its name in URLs (`configmaps`).
     pub plural: &'static str,
+    /// Its `kind` (`ConfigMap`).
     pub kind: &'static str,
+    /// Its API group (`""` for core).
     pub group: &'static str,
+    /// Its API version (`v1`).
     pub version: &'static str,
 }
 
@@ -79,6 +80,7 @@ impl Resource {
     }
 }
 
+/// Every resource the server serves.
 pub const RESOURCES: [Resource; 4] = [
     Resource {
         plural: "configmaps",
@@ -133,12 +135,17 @@ struct Change {
 /// One request as the server saw it.
 #[derive(Debug, Clone)]
 pub struct Request {
+    /// HTTP method.
     pub method: String,
+    /// Path without the query.
     pub path: String,
+    /// Decoded query parameters.
     pub query: BTreeMap<String, String>,
     /// `get`, `list`, `watch`, or empty for other paths.
     pub verb: String,
+    /// The resource's plural (`configmaps`), or empty.
     pub resource: String,
+    /// The namespace in the path, or empty.
     pub namespace: String,
     /// HTTP status answered.
     pub status: u16,

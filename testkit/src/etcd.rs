@@ -1,19 +1,21 @@
 //! Starts a real, throw-away etcd for a test: free loopback ports, a temp data
-//! dir, health wait, kill on drop. Shared by the crate's tests, the binary's
-//! end-to-end test (`tests/etcd.rs`) and the benchmark, so it uses only `std`
-//! and `tempfile`: keys are written through etcd's JSON gateway (`/v3/kv/...`)
-//! over a plain TCP socket, and health is read from the metrics listener.
+//! dir, health wait, kill on drop. For the etcd crate's tests and the binary's
+//! end-to-end tests (feature `etcd`). It needs no etcd client: keys are written
+//! through etcd's JSON gateway (`/v3/kv/...`) over a plain TCP socket, and
+//! health is read from the metrics listener.
 //!
 //! Under `CI=true` a missing etcd binary is a failure; elsewhere the test is
 //! skipped with a note.
 
-#![allow(dead_code)]
-
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::net::free_port;
+use crate::process::Server;
+use crate::temp::ram_dir;
 
 /// How long to wait for etcd to become healthy.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -48,33 +50,16 @@ pub struct Etcd {
 
 /// The etcd binary: `$ETCD_BIN`, else `etcd` on the PATH, else `/usr/bin/etcd`.
 /// `None` (after printing a note) when there is none and `CI` is not `true`;
-/// panics under `CI=true`.
+/// panics under `CI=true` (see [`crate::process`]).
 pub fn etcd_binary() -> Option<PathBuf> {
-    let candidates = std::env::var_os("ETCD_BIN")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain(std::env::var_os("PATH").into_iter().flat_map(|paths| {
-            std::env::split_paths(&paths)
-                .map(|p| p.join("etcd"))
-                .collect::<Vec<_>>()
-        }))
-        .chain([PathBuf::from("/usr/bin/etcd")]);
-    for path in candidates {
-        if path.is_file() {
-            return Some(path);
-        }
+    Server {
+        name: "etcd",
+        env: "ETCD_BIN",
+        program: "etcd",
+        fallbacks: &["/usr/bin/etcd"],
+        package: "etcd-server",
     }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("etcd is not installed (CI=true): install Debian's etcd-server or set ETCD_BIN");
-    }
-    eprintln!("note: etcd is not installed; skipping this test (install etcd-server to run it)");
-    None
-}
-
-/// A loopback port that was free a moment ago.
-pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local addr").port()
+    .find()
 }
 
 impl Etcd {
@@ -88,13 +73,7 @@ impl Etcd {
     pub fn start_with(tls: Option<ServerTls>) -> Option<Etcd> {
         etcd_binary()?;
         // RAM-backed when possible: etcd fsyncs every write.
-        let dir = match Path::new("/dev/shm").is_dir() {
-            true => tempfile::Builder::new()
-                .prefix("sidekick-etcd-")
-                .tempdir_in("/dev/shm"),
-            false => tempfile::Builder::new().prefix("sidekick-etcd-").tempdir(),
-        }
-        .expect("temp dir for etcd");
+        let dir = ram_dir("sidekick-etcd-");
         let mut etcd = Etcd {
             child: None,
             dir,
@@ -446,18 +425,4 @@ pub fn base64(data: &[u8]) -> String {
         }
     }
     out
-}
-
-/// Polls `cond` every 10 ms until it holds or `timeout` passes; returns whether it held.
-pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }

@@ -47,10 +47,7 @@ impl Default for Dir {
 impl Dir {
     /// A fresh confdir.
     pub fn new() -> Dir {
-        let tmp = tempfile::Builder::new()
-            .prefix("sidekick-test-")
-            .tempdir()
-            .expect("create temp dir");
+        let tmp = sidekick_testkit::temp::dir("sidekick-test-");
         // Canonical, so that paths in messages compare equal to ours.
         let root = tmp.path().canonicalize().expect("canonicalize temp dir");
         for sub in ["conf.d", "templates", "out"] {

@@ -13,6 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+
 use crate::net::free_port;
 use crate::process::Server;
 use crate::temp::ram_dir;
@@ -218,15 +221,15 @@ impl Etcd {
     pub fn put(&self, key: &str, value: &str) -> i64 {
         let body = format!(
             r#"{{"key":"{}","value":"{}"}}"#,
-            base64(key.as_bytes()),
-            base64(value.as_bytes())
+            STANDARD.encode(key.as_bytes()),
+            STANDARD.encode(value.as_bytes())
         );
         self.gateway("/v3/kv/put", &body)
     }
 
     /// Deletes `key`; returns the new revision. Plain-http etcd only.
     pub fn delete(&self, key: &str) -> i64 {
-        let body = format!(r#"{{"key":"{}"}}"#, base64(key.as_bytes()));
+        let body = format!(r#"{{"key":"{}"}}"#, STANDARD.encode(key.as_bytes()));
         self.gateway("/v3/kv/deleterange", &body)
     }
 
@@ -238,7 +241,7 @@ impl Etcd {
 
     /// The current revision. Plain-http etcd only.
     pub fn revision(&self) -> i64 {
-        let body = format!(r#"{{"key":"{}"}}"#, base64(b"\0"));
+        let body = format!(r#"{{"key":"{}"}}"#, STANDARD.encode(b"\0"));
         self.gateway("/v3/kv/range", &body)
     }
 
@@ -289,8 +292,8 @@ impl Gateway {
     pub fn put(&mut self, key: &str, value: &str) -> i64 {
         let body = format!(
             r#"{{"key":"{}","value":"{}"}}"#,
-            base64(key.as_bytes()),
-            base64(value.as_bytes())
+            STANDARD.encode(key.as_bytes()),
+            STANDARD.encode(value.as_bytes())
         );
         let request = format!(
             "POST /v3/kv/put HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
@@ -403,26 +406,4 @@ fn header_revision(text: &str) -> i64 {
         .and_then(|rest| rest.split('"').next())
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
-}
-
-/// Standard base64 with padding (what the gateway expects for bytes).
-pub fn base64(data: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }

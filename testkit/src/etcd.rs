@@ -7,8 +7,6 @@
 //! Under `CI=true` a missing etcd binary is a failure; elsewhere the test is
 //! skipped with a note.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -16,6 +14,7 @@ use std::time::{Duration, Instant};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 
+use crate::http::Connection;
 use crate::net::free_port;
 use crate::process::Server;
 use crate::temp::ram_dir;
@@ -274,18 +273,15 @@ impl Drop for Etcd {
 /// A persistent HTTP/1.1 connection to etcd's JSON gateway, for loops of puts
 /// (the benchmark) where a new connection per request would dominate.
 pub struct Gateway {
-    stream: TcpStream,
+    conn: Connection,
 }
 
 impl Gateway {
     /// Connects to a plain-http etcd.
     pub fn connect(etcd: &Etcd) -> Gateway {
-        let stream = TcpStream::connect(("127.0.0.1", etcd.client_port)).expect("connect gateway");
-        stream.set_nodelay(true).expect("nodelay");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-        Gateway { stream }
+        let host = format!("127.0.0.1:{}", etcd.client_port);
+        let conn = Connection::open(&host, HTTP_TIMEOUT).expect("connect gateway");
+        Gateway { conn }
     }
 
     /// Sets `key` to `value` and waits for the answer; returns the revision.
@@ -295,108 +291,27 @@ impl Gateway {
             STANDARD.encode(key.as_bytes()),
             STANDARD.encode(value.as_bytes())
         );
-        let request = format!(
-            "POST /v3/kv/put HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        self.stream.write_all(request.as_bytes()).expect("write");
-        let (status, text) = read_response(&mut self.stream).expect("read");
-        assert_eq!(status, 200, "put: {text}");
+        let answer = self
+            .conn
+            .send("POST", "/v3/kv/put", JSON, body.as_bytes(), false)
+            .expect("put");
+        let text = answer.text();
+        assert_eq!(answer.status, 200, "put: {text}");
         header_revision(&text)
     }
 }
 
+/// The header the gateway wants on every request.
+const JSON: &[(&str, &str)] = &[("Content-Type", "application/json")];
+/// How long a gateway or health request may take.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// One HTTP/1.1 request on a fresh connection; returns status and body.
 fn http(port: u16, method: &str, path: &str, body: &str) -> Result<(u16, String), String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
+    let host = format!("127.0.0.1:{port}");
+    let answer = crate::http::request(&host, method, path, JSON, body.as_bytes(), HTTP_TIMEOUT)
         .map_err(|e| e.to_string())?;
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream
-        .write_all(request.as_bytes())
-        .map_err(|e| e.to_string())?;
-    read_response(&mut stream)
-}
-
-/// Reads one response (Content-Length or chunked body).
-fn read_response(stream: &mut TcpStream) -> Result<(u16, String), String> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    let header_end = loop {
-        if let Some(i) = find(&buf, b"\r\n\r\n") {
-            break i + 4;
-        }
-        let n = stream.read(&mut chunk).map_err(|e| e.to_string())?;
-        if n == 0 {
-            return Err("connection closed before headers".into());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..header_end]).to_ascii_lowercase();
-    let status: u16 = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or("bad status line")?;
-    let mut body = buf[header_end..].to_vec();
-    let read_more = |stream: &mut TcpStream, body: &mut Vec<u8>| -> Result<(), String> {
-        let mut chunk = [0u8; 8192];
-        let n = stream.read(&mut chunk).map_err(|e| e.to_string())?;
-        if n == 0 {
-            return Err("connection closed in body".into());
-        }
-        body.extend_from_slice(&chunk[..n]);
-        Ok(())
-    };
-    if let Some(len) = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .and_then(|v| v.trim().parse::<usize>().ok())
-    {
-        while body.len() < len {
-            read_more(stream, &mut body)?;
-        }
-        body.truncate(len);
-    } else if head.contains("transfer-encoding: chunked") {
-        let mut out = Vec::new();
-        let mut pos = 0;
-        loop {
-            let line_end = loop {
-                if let Some(i) = find(&body[pos..], b"\r\n") {
-                    break pos + i;
-                }
-                read_more(stream, &mut body)?;
-            };
-            let size_text = String::from_utf8_lossy(&body[pos..line_end]).to_string();
-            let size = usize::from_str_radix(size_text.trim(), 16).map_err(|e| e.to_string())?;
-            let data_start = line_end + 2;
-            while body.len() < data_start + size + 2 {
-                read_more(stream, &mut body)?;
-            }
-            if size == 0 {
-                break;
-            }
-            out.extend_from_slice(&body[data_start..data_start + size]);
-            pos = data_start + size + 2;
-        }
-        body = out;
-    } else {
-        while let Ok(n) = stream.read(&mut chunk) {
-            if n == 0 {
-                break;
-            }
-            body.extend_from_slice(&chunk[..n]);
-        }
-    }
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+    Ok((answer.status, answer.text()))
 }
 
 /// The `"revision":"N"` of a gateway answer's header.

@@ -9,6 +9,7 @@
 //! - [`tls`]: a CA with server and client certificates (rcgen).
 //! - [`process`], [`net`], [`temp`], [`wait`]: finding a server binary (a
 //!   failure under `CI=true`, a skip elsewhere), free ports, temp dirs, polling.
+//! - `http` (with `consul` or `etcd`): a blocking HTTP/1.1 client for their APIs.
 //!
 //! Each server is behind a cargo feature of the same name, so a test crate
 //! builds only what it talks to. Test code: it panics on failure, which is how
@@ -23,6 +24,8 @@ pub mod consul;
 pub mod dns;
 #[cfg(feature = "etcd")]
 pub mod etcd;
+#[cfg(any(feature = "consul", feature = "etcd"))]
+pub mod http;
 #[cfg(feature = "kubernetes")]
 pub mod kubernetes;
 pub mod net;

@@ -1,7 +1,7 @@
 //! Starts a real, throw-away etcd for a test: free loopback ports, a temp data
 //! dir, health wait, kill on drop. For the etcd crate's tests and the binary's
 //! end-to-end tests (feature `etcd`). It needs no etcd client: keys are written
-//! through etcd's JSON gateway (`/v3/kv/...`) over a plain TCP socket, and
+//! through etcd's JSON gateway (`/v3/kv/...`) with [`crate::http`], and
 //! health is read from the metrics listener.
 //!
 //! Under `CI=true` a missing etcd binary is a failure; elsewhere the test is

@@ -1,7 +1,8 @@
 //! Kubernetes for the Kubernetes backend's tests and benchmark and the
 //! binary's end-to-end tests (feature `kubernetes`): a [`Cluster`] that is
-//! the protocol-faithful test server in [`apiserver`], or a real cluster in a temporary namespace when
-//! `SIDEKICK_TEST_KUBECONFIG` names a kubeconfig, so one test body runs on both.
+//! the protocol-faithful test server in [`apiserver`], or a real cluster in a
+//! temporary namespace when `SIDEKICK_TEST_KUBECONFIG` names a kubeconfig, so
+//! one test body runs on both.
 //! Tests that need the server's hooks (compaction, restart, RBAC) ask
 //! [`Cluster::server`] and skip on a real cluster.
 

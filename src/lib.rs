@@ -56,7 +56,7 @@ fn real_main(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<u8> {
         #[cfg(feature = "rancher")]
         Some(Command::MetadataServer) => {
             init_logging(&settings)?;
-            let config = sidekick_backend_rancher::ServerConfig::from_settings(
+            let config = sidekick_metadata_server::ServerConfig::from_settings(
                 settings.backends.rancher.listen.as_deref(),
                 &settings.backends.file.files,
                 settings.backends.rancher.self_container.clone(),
@@ -67,7 +67,7 @@ fn real_main(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<u8> {
                 .context("cannot start the async runtime")?;
             return runtime.block_on(async {
                 let mut shutdown = shutdown::Shutdown::new()?;
-                sidekick_backend_rancher::serve(config, async move { shutdown.recv().await })
+                sidekick_metadata_server::serve(config, async move { shutdown.recv().await })
                     .await?;
                 Ok::<u8, anyhow::Error>(0)
             });

@@ -1,19 +1,14 @@
 //! End-to-end: the real `sidekick` binary with `--backend consul` against the
 //! in-process fake Consul agent (or a real one with
-//! `SIDEKICK_TEST_CONSUL_ADDR`). The fake and the test harness live with the
-//! backend crate, in `backends/consul/tests/support/`, and are included here.
-
-mod util;
-
-#[path = "../backends/consul/tests/support/mod.rs"]
-mod consul_support;
+//! `SIDEKICK_TEST_CONSUL_ADDR`). The fake and its harness are
+//! `sidekick_testkit::consul`, shared with the backend crate's tests.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::time::{Duration, Instant};
 
-use consul_support::{Consul, Instance, Policy};
-use util::{copy_tree, repo_root, Dir, TestCommand};
+use crate::harness::{copy_tree, repo_root, Dir, TestCommand};
+use sidekick_testkit::consul::{Consul, Instance, Policy};
 
 /// The shared upstream fixture, copied into `dir` with `@OUT@` replaced.
 fn upstream_fixture(dir: &Dir) {
@@ -190,7 +185,7 @@ fn agent_restart_keeps_the_file_logs_once_and_resumes() {
         .spawn();
     run.wait_for_file(&dest, "v=1\n");
     // Let the blocking query reach the agent before killing it.
-    let deadline = Instant::now() + consul_support::TIMEOUT;
+    let deadline = Instant::now() + sidekick_testkit::consul::TIMEOUT;
     while !fake
         .log()
         .iter()

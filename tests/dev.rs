@@ -3,9 +3,7 @@
 //! error prints `✘` with the file and line and keeps the last good output; a
 //! new conf.d file renders at once.
 
-mod util;
-
-use util::{Dir, Running};
+use crate::harness::{Dir, Running};
 
 /// A confdir with resource `app` (template `app.tmpl` including
 /// `partials/p.tmpl`), started in dev mode and waited for its first render.
@@ -212,13 +210,13 @@ fn template_and_data_saved_together() {
 fn readme_dev_command_on_the_example() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    util::copy_tree(
-        &util::repo_root().join("examples/nginx"),
+    crate::harness::copy_tree(
+        &crate::harness::repo_root().join("examples/nginx"),
         &root.join("examples/nginx"),
         &std::collections::BTreeMap::new(),
     );
     let _ = std::fs::remove_dir_all(root.join("examples/nginx/out"));
-    let mut p = util::TestCommand::new(root)
+    let mut p = crate::harness::TestCommand::new(root)
         .args([
             "dev",
             "--confdir",

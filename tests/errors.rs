@@ -4,9 +4,7 @@
 //! With `--onetime` each makes the exit non-zero while the other, good
 //! resources are still rendered, and no stage file is left behind.
 
-mod util;
-
-use util::{Dir, Output};
+use crate::harness::{Dir, Output};
 
 /// A confdir with two good resources around the one under test (resources
 /// are processed in file-name order, so one comes before and one after

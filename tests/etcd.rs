@@ -1,17 +1,12 @@
 //! End to end with `--backend etcdv3`: the real sidekick binary against a real
-//! etcd started for each test (the launcher is the etcd crate's test support,
-//! shared so it is written once). Under `CI=true` a missing etcd fails.
-
-mod util;
-
-#[path = "../backends/etcd/tests/support/mod.rs"]
-mod etcd_support;
+//! etcd started for each test (the launcher is `sidekick_testkit::etcd`,
+//! shared with the etcd crate's tests). Under `CI=true` a missing etcd fails.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use etcd_support::Etcd;
-use util::Dir;
+use crate::harness::Dir;
+use sidekick_testkit::etcd::Etcd;
 
 /// Two resources under prefix `/app`: `app` reads `/db`, `web` reads `/web`.
 fn two_resources() -> Dir {
@@ -132,7 +127,7 @@ fn etcd_restart_keeps_the_files_and_catches_up() {
 #[test]
 fn onetime_with_etcd_down_fails_naming_the_endpoint() {
     // Nothing listens on this port: no etcd needed.
-    let node = format!("http://127.0.0.1:{}", etcd_support::free_port());
+    let node = format!("http://127.0.0.1:{}", sidekick_testkit::net::free_port());
     let dir = two_resources();
     let out = dir
         .command()

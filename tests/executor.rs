@@ -9,17 +9,14 @@
 //! `events` file; every wait polls with a timeout and no test sleeps to
 //! assert speed.
 
-mod executor_support;
-mod util;
+mod process;
 
 use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use executor_support::{
-    children_of, lines, read_pid, script, send, stat, wait_for, App, KillOnDrop,
-};
-use util::{Dir, Running, TestCommand};
+use crate::harness::{Dir, Running, TestCommand};
+use process::{children_of, lines, read_pid, script, send, stat, wait_for, App, KillOnDrop};
 
 /// `sidekick exec` in `dir` with the file backend on `data.yaml`, `flags`,
 /// then `-- child`.
@@ -82,9 +79,9 @@ fn save(dir: &Dir, yaml: &str) {
 /// Waits (up to the harness timeout) for sidekick to exit on its own, without
 /// sending it anything.
 fn wait_for_exit(p: &mut Running) {
-    let deadline = Instant::now() + util::TIMEOUT;
+    let deadline = Instant::now() + crate::harness::TIMEOUT;
     while p.is_running() && Instant::now() < deadline {
-        thread::sleep(util::POLL);
+        thread::sleep(crate::harness::POLL);
     }
 }
 
@@ -665,7 +662,7 @@ fn exec_sigterm_during_the_first_render_is_not_lost() {
         !running,
         "sidekick still runs {:?} after a SIGTERM sent during the first render; \
          child events: {events:?}{}",
-        util::TIMEOUT,
+        crate::harness::TIMEOUT,
         p.transcript()
     );
     // Either the command never started, or it was stopped with the signal.
@@ -720,7 +717,7 @@ fn exec_sigterm_during_a_slow_first_load_is_not_lost() {
         !running,
         "sidekick still runs {:?} after a SIGTERM sent during its first load; \
          child events: {events:?}{}",
-        util::TIMEOUT,
+        crate::harness::TIMEOUT,
         p.transcript()
     );
     assert!(
@@ -763,7 +760,7 @@ fn exec_kill_timeout_holds_when_a_change_arrives_during_the_stop() {
         !p.is_running(),
         "sidekick still runs {:?} after SIGTERM with --kill-timeout 1s; \
          the child {child_pid} was never killed{}",
-        util::TIMEOUT,
+        crate::harness::TIMEOUT,
         p.transcript()
     );
     let status = p.stop();
@@ -1006,7 +1003,7 @@ fn exec_as_pid_1_in_a_pid_namespace_reaps_orphans() {
     );
     let mut cmd = std::process::Command::new("unshare");
     cmd.args(["--pid", "--fork", "--mount-proc", "--kill-child"])
-        .arg(util::bin())
+        .arg(crate::harness::bin())
         .arg("exec")
         .arg("--confdir")
         .arg(dir.root())
@@ -1016,7 +1013,7 @@ fn exec_as_pid_1_in_a_pid_namespace_reaps_orphans() {
         .arg(&child)
         .current_dir(dir.root())
         .env("NO_COLOR", "1");
-    let (status, output) = executor_support::run_with_limit(&mut cmd, util::TIMEOUT * 2);
+    let (status, output) = process::run_with_limit(&mut cmd, crate::harness::TIMEOUT * 2);
     assert_eq!(status.code(), Some(0), "{status}\n{output}");
     assert_eq!(
         dir.read("ns.ppid"),

@@ -3,12 +3,10 @@
 //! answers shuffled by the DNS server causing no rewrite and no reload; and the
 //! catalog functions' error without a service catalog.
 
-mod util;
-
 use std::process::Command;
 
-use util::dns::DnsServer;
-use util::Dir;
+use crate::harness::Dir;
+use sidekick_testkit::dns::DnsServer;
 
 /// Renders `template` once with the file backend and returns the output.
 fn render(dir: &Dir, template: &str) -> String {

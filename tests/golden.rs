@@ -1,6 +1,6 @@
 //! Golden-file tests: every case under `tests/golden/<case>/` is rendered with
 //! `--onetime` and its outputs compared with `expected/`; plus the README's
-//! nginx example. `UPDATE_GOLDEN=1 cargo test --test golden` rewrites the
+//! nginx example. `UPDATE_GOLDEN=1 cargo test --test tests golden::` rewrites the
 //! expected files (check the diff by eye before committing).
 //!
 //! A case holds `conf.d/`, `templates/`, `data.yaml`, optionally
@@ -8,20 +8,18 @@
 //! per line). In every file `@OUT@` becomes the temporary output directory and
 //! `@DIR@` the temporary confdir. The run gets `GOLDEN_GREETING` set,
 //! `GOLDEN_UNSET_VARIABLE` unset and `SIDEKICK_DNS_SERVER` pointing at the
-//! test DNS server of `util::dns`. Every file written under `@OUT@` must match
+//! test DNS server of `sidekick_testkit::dns`. Every file written under `@OUT@` must match
 //! `expected/`, and every expected file must have been written.
-
-mod util;
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use util::dns::DnsServer;
-use util::{copy_tree, Dir, TestCommand};
+use crate::harness::{copy_tree, Dir, TestCommand};
+use sidekick_testkit::dns::DnsServer;
 
 fn golden_dir() -> PathBuf {
-    util::repo_root().join("tests/golden")
+    crate::harness::repo_root().join("tests/golden")
 }
 
 fn updating() -> bool {
@@ -57,7 +55,7 @@ fn compare_tree(case: &str, actual_dir: &Path, expected_dir: &Path) {
         let _ = fs::remove_dir_all(expected_dir);
         for rel in &actual {
             let text = fs::read_to_string(actual_dir.join(rel)).unwrap();
-            util::write_file(&expected_dir.join(rel), &text);
+            crate::harness::write_file(&expected_dir.join(rel), &text);
         }
         eprintln!("{case}: updated {} expected file(s)", actual.len());
         return;
@@ -188,7 +186,7 @@ fn readme_example_renders_golden_output() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     copy_tree(
-        &util::repo_root().join("examples/nginx"),
+        &crate::harness::repo_root().join("examples/nginx"),
         &root.join("examples/nginx"),
         &BTreeMap::new(),
     );

@@ -3,16 +3,11 @@
 //! `SIDEKICK_TEST_KUBECONFIG` is set; tests that need the server's hooks skip
 //! there), rendering into temp confdirs.
 
-mod util;
-
-#[path = "../backends/kubernetes/tests/support/mod.rs"]
-mod kube_support;
-
 use std::collections::BTreeMap;
 
-use kube_support::objects::{ep, Ep};
-use kube_support::Cluster;
-use util::{copy_tree, repo_root, Dir, Running};
+use crate::harness::{copy_tree, repo_root, Dir, Running};
+use sidekick_testkit::kubernetes::objects::{ep, Ep};
+use sidekick_testkit::kubernetes::Cluster;
 
 /// sidekick watching `cluster` with the confdir `dir`.
 fn watch(cluster: &Cluster, dir: &Dir, extra: &[&str]) -> Running {
@@ -193,23 +188,28 @@ fn relist_after_410_causes_no_reload() {
     let reloads = dir.out("reloads");
     let mut sk = watch(&cluster, &dir, &[]);
     sk.wait_for_file(&reloads, "hello\n");
-    server.wait_for("the watch", kube_support::TIMEOUT, |s| {
+    server.wait_for("the watch", sidekick_testkit::kubernetes::TIMEOUT, |s| {
         s.open_watches("configmaps") == 1
     });
 
     // Move the resourceVersion on elsewhere, compact, end the watch: the
     // re-watch from the old resourceVersion gets 410 and the client relists.
     let lists = server.count("list", "configmaps");
-    let mut elsewhere = kube_support::objects::configmap("elsewhere", &[("x", "1")]);
+    let mut elsewhere =
+        sidekick_testkit::kubernetes::objects::configmap("elsewhere", &[("x", "1")]);
     elsewhere["metadata"]["namespace"] = "other".into();
     server.apply(elsewhere);
     server.compact();
     server.close_watches();
-    server.wait_for("410 and a relist", kube_support::TIMEOUT, |s| {
-        s.expired_count() > 0
-            && s.count("list", "configmaps") > lists
-            && s.open_watches("configmaps") == 1
-    });
+    server.wait_for(
+        "410 and a relist",
+        sidekick_testkit::kubernetes::TIMEOUT,
+        |s| {
+            s.expired_count() > 0
+                && s.count("list", "configmaps") > lists
+                && s.open_watches("configmaps") == 1
+        },
+    );
 
     cluster.put_configmap("app", &[("greeting", "bye")]);
     sk.wait_for_file(&dest, "bye\n");
@@ -234,7 +234,7 @@ fn api_server_restart_is_survived() {
     );
     let mut sk = watch(&cluster, &dir, &[]);
     sk.wait_for_file(&dest, "hello\n");
-    server.wait_for("the watch", kube_support::TIMEOUT, |s| {
+    server.wait_for("the watch", sidekick_testkit::kubernetes::TIMEOUT, |s| {
         s.open_watches("configmaps") == 1
     });
     server.stop();

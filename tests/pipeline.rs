@@ -3,12 +3,10 @@
 //! mode and owner, destination directories created, no stage file left on any
 //! path, `--noop`, `--diff`, `--sync-only` and `--keep-stage-file`.
 
-mod util;
-
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
-use util::{stage_files, Dir};
+use crate::harness::{stage_files, Dir};
 
 /// A confdir with one resource `app` rendering `app {{ /v }}` to out/app.conf.
 fn app(extra: &str) -> Dir {
@@ -134,7 +132,7 @@ fn default_mode_is_0644_for_new_files_and_kept_for_existing_ones() {
 
 #[test]
 fn uid_and_gid_are_applied_when_root() {
-    if util::current_uid() != 0 {
+    if crate::harness::current_uid() != 0 {
         eprintln!("skipped: uid/gid can only be tested as root (chown to 65534)");
         return;
     }
@@ -160,7 +158,7 @@ fn uid_and_gid_are_applied_when_root() {
 
 #[test]
 fn owner_names_a_user() {
-    if util::current_uid() != 0 {
+    if crate::harness::current_uid() != 0 {
         eprintln!("skipped: owner can only be tested as root");
         return;
     }

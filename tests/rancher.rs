@@ -3,23 +3,20 @@
 //! calls), the real `sidekick` binary reads it with `--backend rancher`.
 //!
 //! Golden files live under `tests/golden/rancher/`; `UPDATE_GOLDEN=1 cargo
-//! test --test rancher` rewrites them (check the diff before committing).
+//! test --test tests rancher::` rewrites them (check the diff before committing).
 
-#![cfg(feature = "rancher")]
-
-mod rancher_support;
-mod util;
+mod metadata_server;
 
 use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use rancher_support::{
+use crate::harness::Dir;
+use metadata_server::{
     example_file, get, get_json, golden, kafka_answers, save_by_rename, use_example, zk_answers,
     MetadataServer,
 };
-use sidekick_backend_rancher::{Server, ServerConfig};
-use util::Dir;
+use sidekick_metadata_server::{Server, ServerConfig};
 
 /// Writes `answers.yaml` into `dir` and returns its path.
 fn answers(dir: &Dir, yaml: &str) -> std::path::PathBuf {
@@ -27,7 +24,7 @@ fn answers(dir: &Dir, yaml: &str) -> std::path::PathBuf {
 }
 
 /// `sidekick --backend rancher --node URL --onetime` in `dir`.
-fn onetime(dir: &Dir, server: &MetadataServer) -> util::Output {
+fn onetime(dir: &Dir, server: &MetadataServer) -> crate::harness::Output {
     dir.command()
         .args(["--backend", "rancher", "--node", &server.url(), "--onetime"])
         .output()
@@ -211,9 +208,9 @@ fn long_poll_holds_until_the_version_changes() {
         (answer.body, started.elapsed())
     });
     // Let the request reach the server (it answers nothing until the change).
-    let deadline = Instant::now() + util::TIMEOUT;
+    let deadline = Instant::now() + crate::harness::TIMEOUT;
     while server.handle.requests() < 3 && Instant::now() < deadline {
-        std::thread::sleep(util::POLL);
+        std::thread::sleep(crate::harness::POLL);
     }
     save_by_rename(&file, &zk_answers(5));
     let (v2, waited) = waiter.join().unwrap();
@@ -453,7 +450,7 @@ fn a_restarted_server_is_picked_up_again() {
 #[test]
 fn the_shared_upstream_template_renders_from_the_catalog() {
     let dir = Dir::new();
-    let fixture = util::repo_root().join("tests/fixtures/upstream");
+    let fixture = crate::harness::repo_root().join("tests/fixtures/upstream");
     for sub in ["conf.d", "templates"] {
         for entry in fs::read_dir(fixture.join(sub)).unwrap().flatten() {
             let text = fs::read_to_string(entry.path()).unwrap();

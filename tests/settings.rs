@@ -4,9 +4,7 @@
 //! directories, the env backend, and the settings file with flag-over-env-
 //! over-file precedence.
 
-mod util;
-
-use util::Dir;
+use crate::harness::Dir;
 
 const PREFIX_TEMPLATE: &str = "host={{ getv(key=\"/db/host\") }}\n\
 {% for kv in gets(pattern=\"/db/*\") %}{{ kv.key }}={{ kv.value }}\n{% endfor %}\
@@ -249,7 +247,7 @@ fn explicit_config_file_and_confdir_from_it() {
         "confdir = \"@DIR@\"\nfile = [\"@DIR@/data.yaml\"]\nprefix = \"/flag\"\nonetime = true\n",
     );
     // No --confdir: it comes from the file.
-    util::TestCommand::new(dir.root())
+    crate::harness::TestCommand::new(dir.root())
         .arg("--config-file")
         .arg(&cfg)
         .run();
@@ -257,7 +255,7 @@ fn explicit_config_file_and_confdir_from_it() {
 
     // SIDEKICK_CONFIG_FILE does the same.
     std::fs::remove_file(dir.out("app.conf")).unwrap();
-    util::TestCommand::new(dir.root())
+    crate::harness::TestCommand::new(dir.root())
         .env("SIDEKICK_CONFIG_FILE", &cfg)
         .run();
     assert_eq!(dir.read("out/app.conf"), "from-flag\n");
@@ -291,7 +289,7 @@ fn relative_paths_resolve_from_the_working_directory() {
         "app",
         "[template]\nsrc = \"app.tmpl\"\ndest = \"out/app.conf\"\nkeys = [\"/\"]\n",
     );
-    util::TestCommand::new(dir.root())
+    crate::harness::TestCommand::new(dir.root())
         .args(["--onetime", "--confdir", ".", "--file", "data.yaml"])
         .run();
     assert_eq!(dir.read("out/app.conf"), "rel");

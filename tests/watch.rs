@@ -3,9 +3,7 @@
 //! never blanks a file; bad data keeps the last good files; SIGTERM stops the
 //! process cleanly with no stage file left.
 
-mod util;
-
-use util::Dir;
+use crate::harness::Dir;
 
 /// Two resources, `a` reading under /a and `b` under /b.
 fn two_resources() -> Dir {
@@ -25,7 +23,7 @@ fn two_resources() -> Dir {
     dir
 }
 
-fn watch(dir: &Dir) -> util::Running {
+fn watch(dir: &Dir) -> crate::harness::Running {
     dir.command()
         .args(["--backend", "file", "--watch", "--file"])
         .arg(dir.path("data.yaml"))
@@ -131,9 +129,9 @@ fn sigterm_during_check_cmd_leaves_no_stage_file() {
             .arg(dir.path("data.yaml"))
             .spawn();
         p.wait_until("the stage file to exist", |_| {
-            !util::stage_files(&dir.path("out")).is_empty()
+            !crate::harness::stage_files(&dir.path("out")).is_empty()
         });
-        util::send_sigterm(p.pid());
+        crate::harness::send_sigterm(p.pid());
         dir.write("go", "");
         let status = p.stop();
         assert!(

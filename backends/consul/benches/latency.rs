@@ -1,6 +1,6 @@
 //! Change-to-file latency, request rate and idle CPU of
 //! `sidekick --backend consul --watch` against the in-process fake agent
-//! (`tests/support/server.rs`).
+//! (`sidekick_testkit::consul`).
 //!
 //! Run from the repository root:
 //!
@@ -38,14 +38,14 @@
 //! fsyncs each file and its directory, which on a busy disk adds a millisecond
 //! or more; `SIDEKICK_BENCH_DIR=/dev/shm` leaves the disk out.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
+// Benchmark: a panic ends the run with its message, which is what it should do.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{Consul, Instance};
+use sidekick_testkit::consul::{Consul, Instance};
 
 fn env_num(name: &str, default: u64) -> u64 {
     std::env::var(name)

@@ -1,8 +1,9 @@
 //! The Consul backend against an agent: the in-process fake of
-//! `support/server.rs`, or a real one with `SIDEKICK_TEST_CONSUL_ADDR`.
+//! `sidekick_testkit::consul`, or a real one with `SIDEKICK_TEST_CONSUL_ADDR`.
 //! Waits poll with a timeout; nothing sleeps to assert speed.
 
-mod support;
+// Test code: a panic is a failed test, so unwrap/expect are the point.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use sidekick_backend::{Backend, BackendError, Catalog, Interest, Snapshot, Update, UpdateStream};
 use sidekick_backend_consul::{ConsulBackend, ConsulConfig, Timing};
-use support::{Consul, Instance, Policy, TIMEOUT};
+use sidekick_testkit::consul::{self, Consul, FakeConsul, Instance, Policy, TIMEOUT};
 
 /// Short waits and backoff so that tests run in seconds.
 fn timing() -> Timing {
@@ -109,7 +110,7 @@ impl View {
 
     /// Polls the stream until the fake has received a blocking KV read (the
     /// stream only sends queries while it is polled).
-    async fn until_blocking(&mut self, stream: &mut UpdateStream, fake: &support::FakeConsul) {
+    async fn until_blocking(&mut self, stream: &mut UpdateStream, fake: &FakeConsul) {
         let deadline = Instant::now() + TIMEOUT;
         while !fake
             .log()
@@ -658,7 +659,7 @@ async fn flapping_key_is_rate_limited() {
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
                 n += 1;
                 let path = format!("/v1/kv/{key}");
-                let _ = support::http(&host, "PUT", &path, &[], n.to_string().as_bytes());
+                let _ = consul::http(&host, "PUT", &path, &[], n.to_string().as_bytes());
             }
             n
         })

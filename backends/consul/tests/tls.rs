@@ -3,72 +3,32 @@
 //! the backend reaches it with `--client-ca-keys`, `--client-cert` and
 //! `--client-key`.
 
-mod support;
+// Test code: a panic is a failed test, so unwrap/expect are the point.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use sidekick_backend::{Backend, Interest};
 use sidekick_backend_consul::{ConsulBackend, ConsulConfig};
-use support::FakeConsul;
-
-struct Pki {
-    ca: PathBuf,
-    client_cert: PathBuf,
-    client_key: PathBuf,
-    ca_der: CertificateDer<'static>,
-    server_der: CertificateDer<'static>,
-    server_key: Vec<u8>,
-}
+use sidekick_testkit::consul::FakeConsul;
+use sidekick_testkit::tls::{Pki, Usages};
 
 fn make_pki(dir: &Path) -> Pki {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-        KeyPair, KeyUsagePurpose,
-    };
-    let write = |name: &str, text: String| {
-        let path = dir.join(name);
-        std::fs::write(&path, text).unwrap();
-        path
-    };
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "sidekick test Consul CA");
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let leaf = |cn: &str, sans: Vec<String>, usage: ExtendedKeyUsagePurpose| {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(sans).unwrap();
-        params.distinguished_name.push(DnType::CommonName, cn);
-        params.extended_key_usages = vec![usage];
-        (params.signed_by(&key, &issuer).unwrap(), key)
-    };
-    let (server, server_key) = leaf(
+    Pki::write(
+        dir,
+        "sidekick test Consul CA",
         "server.dc1.consul",
-        vec!["127.0.0.1".into(), "localhost".into()],
-        ExtendedKeyUsagePurpose::ServerAuth,
-    );
-    let (client, client_key) = leaf("sidekick", vec![], ExtendedKeyUsagePurpose::ClientAuth);
-    Pki {
-        ca: write("ca.pem", ca_cert.pem()),
-        client_cert: write("client.pem", client.pem()),
-        client_key: write("client-key.pem", client_key.serialize_pem()),
-        ca_der: ca_cert.der().clone(),
-        server_der: server.der().clone(),
-        server_key: server_key.serialize_der(),
-    }
+        Usages::Separate,
+    )
 }
 
 /// Listens with TLS (client certificate required) and forwards to `upstream`.
 async fn tls_proxy(pki: &Pki, upstream: std::net::SocketAddr) -> std::net::SocketAddr {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(pki.ca_der.clone()).unwrap();
+    roots.add(CertificateDer::from(pki.ca_der.clone())).unwrap();
     let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
         Arc::new(roots),
         provider.clone(),
@@ -80,8 +40,8 @@ async fn tls_proxy(pki: &Pki, upstream: std::net::SocketAddr) -> std::net::Socke
         .unwrap()
         .with_client_cert_verifier(verifier)
         .with_single_cert(
-            vec![pki.server_der.clone()],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pki.server_key.clone())),
+            vec![CertificateDer::from(pki.server_der.clone())],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pki.server_key_der.clone())),
         )
         .unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));

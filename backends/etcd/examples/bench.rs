@@ -14,9 +14,6 @@
 //! `IDLE_SECS` (60), `ONETIME_RUNS` (20), `BENCH_DIR` (where confdirs and
 //! destinations go; default: the system temp dir).
 
-#[path = "../tests/support/mod.rs"]
-mod support;
-
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -26,6 +23,8 @@ use etcd_client::{Client, Txn, TxnOp};
 use futures::StreamExt;
 use sidekick_backend::{Backend, Interest, Update};
 use sidekick_backend_etcd::{EtcdBackend, EtcdConfig};
+use sidekick_testkit::etcd::Etcd;
+use sidekick_testkit::wait;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -42,7 +41,7 @@ fn main() -> Result<()> {
             .nth(1)
             .ok_or("usage: bench SIDEKICK_BINARY")?,
     );
-    let Some(etcd) = support::Etcd::start() else {
+    let Some(etcd) = Etcd::start() else {
         return Err("etcd is not installed".into());
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -78,7 +77,7 @@ fn interest(prefix: &str) -> Interest {
 fn backend_latency(
     runtime: &tokio::runtime::Runtime,
     client: &mut Client,
-    etcd: &support::Etcd,
+    etcd: &Etcd,
 ) -> Result<()> {
     let changes = env_num("CHANGES", 300) as usize;
     let backend = EtcdBackend::new(EtcdConfig {
@@ -158,7 +157,7 @@ fn confdir(base: &Path, name: &str, keys: &str, template: &str) -> Result<tempfi
     Ok(dir)
 }
 
-fn spawn_watch(sidekick: &Path, etcd: &support::Etcd, dir: &Path) -> Result<Child> {
+fn spawn_watch(sidekick: &Path, etcd: &Etcd, dir: &Path) -> Result<Child> {
     Ok(Command::new(sidekick)
         .args(["--backend", "etcdv3", "--node", &etcd.url(), "--watch"])
         .arg("--confdir")
@@ -180,7 +179,7 @@ impl Drop for Stop {
 }
 
 fn wait_for(path: &Path, content: &str, timeout: Duration) -> Result<()> {
-    if !support::wait_until(timeout, || {
+    if !wait::until(timeout, || {
         std::fs::read_to_string(path).is_ok_and(|t| t == content)
     }) {
         return Err(format!("{} never held {content:?}", path.display()).into());
@@ -200,7 +199,7 @@ fn ms(d: Duration) -> String {
 fn latency(
     runtime: &tokio::runtime::Runtime,
     client: &mut Client,
-    etcd: &support::Etcd,
+    etcd: &Etcd,
     sidekick: &Path,
     base: &Path,
 ) -> Result<()> {
@@ -291,7 +290,7 @@ fn status_kb(pid: u32, field: &str) -> Result<u64> {
 fn idle(
     runtime: &tokio::runtime::Runtime,
     client: &mut Client,
-    etcd: &support::Etcd,
+    etcd: &Etcd,
     sidekick: &Path,
     base: &Path,
 ) -> Result<()> {
@@ -315,7 +314,7 @@ fn idle(
     let child = spawn_watch(sidekick, etcd, dir.path())?;
     let pid = child.id();
     let _sidekick = Stop(child);
-    if !support::wait_until(Duration::from_secs(10), || {
+    if !wait::until(Duration::from_secs(10), || {
         std::fs::read_to_string(&dest).is_ok_and(|t| t.lines().count() == 100)
     }) {
         return Err("idle resource never rendered".into());
@@ -339,7 +338,7 @@ fn idle(
 fn onetime(
     runtime: &tokio::runtime::Runtime,
     client: &mut Client,
-    etcd: &support::Etcd,
+    etcd: &Etcd,
     sidekick: &Path,
     base: &Path,
 ) -> Result<()> {

@@ -1,16 +1,20 @@
 //! The etcd backend against a real etcd: each test starts its own server (see
-//! `support/mod.rs`) and drives the backend the way sidekick's core does.
+//! `sidekick_testkit::etcd`) and drives the backend the way sidekick's core does.
 
-mod support;
+// Test code: a panic is a failed test, so unwrap/expect are the point.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use etcd_client::{Certificate, Client, ConnectOptions, Identity, Permission, TlsOptions};
 use futures::StreamExt;
 use sidekick_backend::{Backend, BackendError, Interest, KeyTree, Update, UpdateStream};
 use sidekick_backend_etcd::{EtcdBackend, EtcdConfig, Timing};
-use support::{Etcd, ServerTls};
+use sidekick_testkit::etcd::{self, Etcd, Gateway, ServerTls};
+use sidekick_testkit::net::free_port;
+use sidekick_testkit::tls::{Pki, Usages};
+use sidekick_testkit::wait;
 
 /// How long any awaited condition may take.
 const WAIT: Duration = Duration::from_secs(10);
@@ -215,7 +219,7 @@ async fn burst_of_1000_puts_ends_in_the_final_state() {
     let interest = interest(&["/burst"]);
     let (mut model, mut stream) = watching(&backend, &interest).await;
     let writer = {
-        let mut gateway = support::Gateway::connect(&etcd);
+        let mut gateway = Gateway::connect(&etcd);
         std::thread::spawn(move || {
             for i in 0..1000 {
                 gateway.put(&format!("/burst/k{}", i % 10), &i.to_string());
@@ -348,7 +352,7 @@ async fn compaction_past_the_watched_revision_reloads() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_with_etcd_down_fails_fast_naming_the_endpoint() {
     // No etcd needed: nothing listens on this port.
-    let url = format!("http://127.0.0.1:{}", support::free_port());
+    let url = format!("http://127.0.0.1:{}", free_port());
     let backend = EtcdBackend::new(EtcdConfig {
         endpoints: vec![url.clone()],
         ..Default::default()
@@ -392,7 +396,7 @@ async fn load_from_a_silent_server_times_out_in_seconds() {
 async fn one_dead_endpoint_of_two_is_skipped() {
     let Some(etcd) = Etcd::start() else { return };
     etcd.put("/app/a", "1");
-    let dead = format!("http://127.0.0.1:{}", support::free_port());
+    let dead = format!("http://127.0.0.1:{}", free_port());
     let backend = EtcdBackend::with_timing(
         EtcdConfig {
             endpoints: vec![dead.clone(), etcd.url()],
@@ -467,74 +471,26 @@ async fn one_connection_for_all_prefixes_and_dropping_the_stream_closes_it() {
         .until(&mut stream, "one put per prefix", |m| m.tree.len() == 3)
         .await;
     assert!(
-        support::wait_until(WAIT, || connections_to(etcd.port()) == 1),
+        wait::until(WAIT, || connections_to(etcd.port()) == 1),
         "expected one connection, have {}",
         connections_to(etcd.port())
     );
     drop(stream);
     assert!(
-        support::wait_until(WAIT, || connections_to(etcd.port()) == 0),
+        wait::until(WAIT, || connections_to(etcd.port()) == 0),
         "connection still open after the stream was dropped: {}",
         connections_to(etcd.port())
     );
 }
 
 /// A CA, a server certificate for 127.0.0.1 and a client certificate, as PEM files.
-struct Pki {
-    ca: PathBuf,
-    server_cert: PathBuf,
-    server_key: PathBuf,
-    client_cert: PathBuf,
-    client_key: PathBuf,
-}
-
 fn make_pki(dir: &Path) -> Pki {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-        KeyPair, KeyUsagePurpose,
-    };
-    let write = |name: &str, text: String| {
-        let path = dir.join(name);
-        std::fs::write(&path, text).unwrap();
-        path
-    };
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "sidekick test CA");
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-
-    let leaf = |cn: &str, sans: Vec<String>| {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(sans).unwrap();
-        params.distinguished_name.push(DnType::CommonName, cn);
-        // etcd's own gateway dials the server with the server certificate, so
-        // both usages on both.
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        let cert = params.signed_by(&key, &issuer).unwrap();
-        (cert.pem(), key.serialize_pem())
-    };
-    let (server_cert, server_key) = leaf("etcd", vec!["127.0.0.1".into(), "localhost".into()]);
-    let (client_cert, client_key) = leaf("sidekick", vec![]);
-    Pki {
-        ca: write("ca.pem", ca_cert.pem()),
-        server_cert: write("server.pem", server_cert),
-        server_key: write("server-key.pem", server_key),
-        client_cert: write("client.pem", client_cert),
-        client_key: write("client-key.pem", client_key),
-    }
+    Pki::write(dir, "sidekick test CA", "etcd", Usages::Both)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_client_certificates_and_password_auth() {
-    if support::etcd_binary().is_none() {
+    if etcd::etcd_binary().is_none() {
         return;
     }
     let pki_dir = tempfile::tempdir().unwrap();

@@ -3,7 +3,8 @@
 //! streaming lists, label selectors), so the backend's tests rest on a server
 //! that answers as the API documentation says.
 
-mod support;
+// Test code: a panic is a failed test, so unwrap/expect are the point.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -14,8 +15,8 @@ use kube::api::Api;
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, Config};
 use serde_json::{json, Value};
-use support::apiserver::{ApiServer, TOKEN, USER};
-use support::objects;
+use sidekick_testkit::kubernetes::apiserver::{ApiServer, TOKEN, USER};
+use sidekick_testkit::kubernetes::{self, objects};
 
 /// One GET; returns the status code and the JSON body.
 fn get(server: &ApiServer, target: &str, token: Option<&str>) -> (u16, Value) {
@@ -225,7 +226,7 @@ async fn initial(
 ) -> Vec<String> {
     let mut seen = Vec::new();
     loop {
-        let event = tokio::time::timeout(support::TIMEOUT, stream.try_next())
+        let event = tokio::time::timeout(kubernetes::TIMEOUT, stream.try_next())
             .await
             .expect("in time")
             .expect("no error")
@@ -254,7 +255,7 @@ async fn kube_watcher_pages_and_streams_initial_lists() {
     let mut streamed = watcher::watcher(api, watcher::Config::default().streaming_lists()).boxed();
     assert_eq!(initial(&mut streamed).await, ["init", "+a", "+b", "+c"]);
     cm(&server, "d", json!({}), &[]);
-    let next = tokio::time::timeout(support::TIMEOUT, streamed.try_next())
+    let next = tokio::time::timeout(kubernetes::TIMEOUT, streamed.try_next())
         .await
         .expect("in time")
         .expect("no error")
@@ -270,14 +271,14 @@ async fn objects_leaving_a_label_selector_are_deleted_from_the_watch() {
     let mut w = watcher::watcher(api, watcher::Config::default().labels("tier=web")).boxed();
     assert_eq!(initial(&mut w).await, ["init", "+a"]);
     cm(&server, "a", json!({"tier": "db"}), &[]);
-    let event = tokio::time::timeout(support::TIMEOUT, w.try_next())
+    let event = tokio::time::timeout(kubernetes::TIMEOUT, w.try_next())
         .await
         .expect("in time")
         .expect("no error")
         .expect("an event");
     assert!(matches!(event, Event::Delete(_)), "{event:?}");
     cm(&server, "a", json!({"tier": "web"}), &[]);
-    let event = tokio::time::timeout(support::TIMEOUT, w.try_next())
+    let event = tokio::time::timeout(kubernetes::TIMEOUT, w.try_next())
         .await
         .expect("in time")
         .expect("no error")

@@ -2,7 +2,8 @@
 //! `SIDEKICK_TEST_KUBECONFIG` is set): layout, catalog, watch updates, shared
 //! watches, 410 relists, restarts, RBAC and auth errors.
 
-mod support;
+// Test code: a panic is a failed test, so unwrap/expect are the point.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -10,8 +11,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use sidekick_backend::{Backend, BackendError, Catalog, Interest, Snapshot, Update, UpdateStream};
 use sidekick_backend_kubernetes::{KubernetesBackend, KubernetesConfig};
-use support::objects::{ep, Ep};
-use support::{Cluster, TIMEOUT};
+use sidekick_testkit::kubernetes::objects::{ep, Ep};
+use sidekick_testkit::kubernetes::{apiserver, objects, Cluster, TIMEOUT};
 
 fn backend(cluster: &Cluster) -> KubernetesBackend {
     KubernetesBackend::new(KubernetesConfig {
@@ -273,7 +274,7 @@ async fn relist_after_410_reports_nothing_when_nothing_changed() {
     let lists = server.count("list", "configmaps");
     // Move the resourceVersion on elsewhere, forget the history, and end the
     // watch: the client re-watches from its old resourceVersion and gets 410.
-    server.apply(support::objects::configmap("elsewhere", &[]).tap_namespace("other"));
+    server.apply(objects::configmap("elsewhere", &[]).tap_namespace("other"));
     server.compact();
     server.close_watches();
     quiet_until(&mut stream, "a relist after 410", || {
@@ -354,7 +355,7 @@ async fn forbidden_watch_names_verb_resource_and_namespace() {
         format!(
             "kubernetes: forbidden: cannot watch configmaps in namespace default (grant get, \
              list, watch) to User \"{}\"",
-            support::apiserver::USER
+            apiserver::USER
         )
     );
 
@@ -379,7 +380,7 @@ async fn wrong_token_is_unauthorized() {
     let path = cluster.kubeconfig().with_file_name("bad-kubeconfig");
     let text = server
         .kubeconfig("default")
-        .replace(support::apiserver::TOKEN, "wrong");
+        .replace(apiserver::TOKEN, "wrong");
     std::fs::write(&path, text).expect("write");
     let b = KubernetesBackend::new(KubernetesConfig {
         kubeconfig: Some(path),

@@ -19,6 +19,9 @@
 //!
 //! Without the release binary, parts 1 and 2 are skipped with a note.
 
+// Benchmark: a panic ends the run with its message, which is what it should do.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::fmt::Write as _;
 use std::fs;
 use std::net::SocketAddr;
@@ -32,7 +35,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
-use sidekick_backend_rancher::{Server, ServerConfig, ServerHandle};
+use sidekick_metadata_server::{Server, ServerConfig, ServerHandle};
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)

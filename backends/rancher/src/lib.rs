@@ -1,7 +1,7 @@
 //! Rancher-style metadata for sidekick: the `rancher` backend, which reads a
-//! Rancher metadata service (`http://rancher-metadata/latest`), and the
-//! [`server`] behind `sidekick metadata-server`, which serves the same API from
-//! a YAML answers file so Rancher-configured images run anywhere.
+//! Rancher metadata service (`http://rancher-metadata/latest`). The server side,
+//! `sidekick metadata-server`, is the crate `sidekick-metadata-server`
+//! (`servers/metadata`).
 //!
 //! # The backend
 //!
@@ -29,7 +29,6 @@ mod catalog;
 mod client;
 mod flatten;
 mod layout;
-pub mod server;
 mod watch;
 
 use std::sync::Arc;
@@ -43,7 +42,6 @@ use sidekick_backend::{
 
 pub use client::SELF_HEADER;
 pub use layout::{DEFAULT_NODE, DEFAULT_VERSION};
-pub use server::{serve, Server, ServerConfig, ServerError, ServerHandle, DEFAULT_LISTEN};
 
 use crate::client::{encode_query, Client};
 use crate::layout::Layout;

@@ -1,11 +1,15 @@
 //! The backend against the metadata server, both as libraries in one process:
 //! `--self` by header, the catalog, and a watch that follows a reload.
 
+// Test code: a panic is a failed test, so unwrap/expect are the point.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use futures::StreamExt;
 use sidekick_backend::{Backend, Interest, Snapshot, Update, UpdateStream};
-use sidekick_backend_rancher::{RancherBackend, RancherConfig, Server, ServerConfig};
+use sidekick_backend_rancher::{RancherBackend, RancherConfig};
+use sidekick_metadata_server::{Server, ServerConfig};
 
 fn answers(n: usize) -> String {
     let mut out = String::from(

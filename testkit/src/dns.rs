@@ -18,9 +18,13 @@ const CLASS_IN: u16 = 1;
 /// One SRV record of the zone.
 #[derive(Debug, Clone)]
 pub struct Srv {
+    /// Lower is tried first.
     pub priority: u16,
+    /// Share among records of the same priority.
     pub weight: u16,
+    /// The service's port.
     pub port: u16,
+    /// The host name serving it.
     pub target: &'static str,
 }
 

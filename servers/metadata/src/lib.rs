@@ -85,6 +85,11 @@ use tokio::time::Instant;
 
 use self::tree::Tree;
 
+/// Header naming the container to answer `/self` for. The rancher backend
+/// (`sidekick_backend_rancher::SELF_HEADER`, the client side) sends it; the two
+/// crates do not depend on each other, so the name is written in both.
+pub const SELF_HEADER: &str = "x-sidekick-self";
+
 /// How long to let a save settle before reloading (editors write in steps).
 const SETTLE: Duration = Duration::from_millis(25);
 

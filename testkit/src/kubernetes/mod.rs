@@ -1,12 +1,10 @@
-//! Test helpers shared by the Kubernetes backend's own tests and the
-//! workspace's end-to-end tests (`tests/kubernetes.rs` includes this file by
-//! path): a [`Cluster`] that is the protocol-faithful test server in
-//! [`apiserver`], or a real cluster in a temporary namespace when
-//! `SIDEKICK_TEST_KUBECONFIG` names a kubeconfig, so one test body runs on both.
+//! Kubernetes for the Kubernetes backend's tests and benchmark and the
+//! binary's end-to-end tests (feature `kubernetes`): a [`Cluster`] that is
+//! the protocol-faithful test server in [`apiserver`], or a real cluster in a
+//! temporary namespace when `SIDEKICK_TEST_KUBECONFIG` names a kubeconfig, so
+//! one test body runs on both.
 //! Tests that need the server's hooks (compaction, restart, RBAC) ask
 //! [`Cluster::server`] and skip on a real cluster.
-
-#![allow(dead_code)]
 
 pub mod apiserver;
 
@@ -40,10 +38,7 @@ impl Cluster {
     /// The test server (namespace `default`), or the real cluster named by
     /// `SIDEKICK_TEST_KUBECONFIG` with a fresh namespace, removed on drop.
     pub fn start() -> Cluster {
-        let dir = tempfile::Builder::new()
-            .prefix("sidekick-kube-")
-            .tempdir()
-            .expect("temp dir");
+        let dir = crate::temp::dir("sidekick-kube-");
         match std::env::var_os(REAL_KUBECONFIG) {
             Some(path) => {
                 let path = PathBuf::from(path);
@@ -118,10 +113,12 @@ impl Cluster {
         }
     }
 
+    /// Creates or replaces ConfigMap `name` holding `data`.
     pub fn put_configmap(&self, name: &str, data: &[(&str, &str)]) {
         self.apply(objects::configmap(name, data));
     }
 
+    /// Creates or replaces Secret `name` holding `data` (base64 on the wire).
     pub fn put_secret(&self, name: &str, data: &[(&str, &[u8])]) {
         self.apply(objects::secret(name, data));
     }
@@ -148,6 +145,7 @@ pub mod objects {
     use super::apiserver::base64;
     use serde_json::{json, Value};
 
+    /// A ConfigMap `name` holding `data`.
     pub fn configmap(name: &str, data: &[(&str, &str)]) -> Value {
         let data: serde_json::Map<String, Value> = data
             .iter()
@@ -156,6 +154,7 @@ pub mod objects {
         json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": data})
     }
 
+    /// An Opaque Secret `name` holding `data`.
     pub fn secret(name: &str, data: &[(&str, &[u8])]) -> Value {
         let data: serde_json::Map<String, Value> = data
             .iter()
@@ -164,6 +163,7 @@ pub mod objects {
         json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "type": "Opaque", "data": data})
     }
 
+    /// A Service `name` without a selector, with named TCP `ports`.
     pub fn service(name: &str, ports: &[(&str, u16)]) -> Value {
         let ports: Vec<Value> = ports
             .iter()
@@ -175,11 +175,15 @@ pub mod objects {
     /// One endpoint of a slice.
     #[derive(Debug, Clone, Copy)]
     pub struct Ep<'a> {
+        /// Its one address.
         pub address: &'a str,
         /// `None`: the condition is left out (the API reads that as ready).
         pub ready: Option<bool>,
+        /// The Pod of its `targetRef`.
         pub pod: Option<&'a str>,
+        /// `nodeName`.
         pub node: Option<&'a str>,
+        /// `zone`.
         pub zone: Option<&'a str>,
     }
 
@@ -194,6 +198,7 @@ pub mod objects {
         }
     }
 
+    /// EndpointSlice `name` of `service` with `endpoints` on `ports`.
     pub fn endpoint_slice(
         name: &str,
         service: &str,

@@ -11,9 +11,8 @@ use hyper::header::{HeaderValue, ACCEPT, ACCESS_CONTROL_ALLOW_ORIGIN, ALLOW, CON
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::time::Instant;
 
-use super::tree::{map_json, map_text, Found, Tree};
-use super::Shared;
-use crate::client::SELF_HEADER;
+use crate::tree::{map_json, map_text, Found, Tree};
+use crate::{Shared, SELF_HEADER};
 
 /// API versions listed at `/` (any other version string is answered too).
 const VERSIONS: &[&str] = &["2015-07-25", "2015-12-19", "2016-07-29", "latest"];

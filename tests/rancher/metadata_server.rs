@@ -4,9 +4,6 @@
 //! scale, the examples copied into a test confdir, and golden-file checks
 //! under `tests/golden/rancher/` (`UPDATE_GOLDEN=1` rewrites them).
 
-// Each test uses a different part of the helpers.
-#![allow(dead_code)]
-
 use std::fmt::Write as _;
 use std::fs;
 use std::io::{Read, Write};
@@ -15,9 +12,9 @@ use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use sidekick_backend_rancher::{Server, ServerConfig, ServerHandle};
+use sidekick_metadata_server::{Server, ServerConfig, ServerHandle};
 
-use crate::util::{self, Dir};
+use crate::harness::{self, Dir};
 
 /// The metadata server running on its own thread (one-thread runtime, as the
 /// binary runs it). Stopped when dropped.
@@ -216,7 +213,7 @@ pub fn kafka_answers(n: usize) -> String {
 /// Copies `examples/NAME/{conf.d,templates}` into `dir`, with destinations
 /// moved from `examples/NAME/out/` to `dir`'s `out/`.
 pub fn use_example(dir: &Dir, name: &str) {
-    let example = util::repo_root().join("examples").join(name);
+    let example = harness::repo_root().join("examples").join(name);
     for sub in ["conf.d", "templates"] {
         for entry in fs::read_dir(example.join(sub)).unwrap().flatten() {
             let text = fs::read_to_string(entry.path()).unwrap();
@@ -231,7 +228,7 @@ pub fn use_example(dir: &Dir, name: &str) {
 
 /// `examples/NAME/FILE`.
 pub fn example_file(name: &str, file: &str) -> PathBuf {
-    util::repo_root().join("examples").join(name).join(file)
+    harness::repo_root().join("examples").join(name).join(file)
 }
 
 fn updating() -> bool {
@@ -241,9 +238,9 @@ fn updating() -> bool {
 /// Compares `actual` with `tests/golden/rancher/REL` (or writes it when
 /// `UPDATE_GOLDEN` is set).
 pub fn golden(rel: &str, actual: &str) {
-    let path = util::repo_root().join("tests/golden/rancher").join(rel);
+    let path = harness::repo_root().join("tests/golden/rancher").join(rel);
     if updating() {
-        util::write_file(&path, actual);
+        harness::write_file(&path, actual);
         eprintln!("updated {}", path.display());
         return;
     }
@@ -257,12 +254,6 @@ pub fn golden(rel: &str, actual: &str) {
         actual, want,
         "{rel} differs from golden (UPDATE_GOLDEN=1 rewrites it)"
     );
-}
-
-/// The golden text of `REL` (for waiting on it).
-pub fn golden_text(rel: &str) -> String {
-    let path = util::repo_root().join("tests/golden/rancher").join(rel);
-    fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// Writes `content` to `path` as editors save: a temp file renamed over it.

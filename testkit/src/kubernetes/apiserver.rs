@@ -2,8 +2,7 @@
 //! ("API Concepts": resource versions, efficient detection of changes, watch
 //! bookmarks, retrieving large results in chunks, streaming lists; "Status"
 //! objects; RBAC's forbidden messages), so the Kubernetes backend can be tested
-//! here without a cluster. Plain `std` threads and `serde_json`: both the
-//! backend crate's tests and the workspace's end-to-end tests include it.
+//! here without a cluster. Plain `std` threads and `serde_json`.
 //!
 //! What it serves, for `configmaps`, `secrets`, `services` (core `v1`) and
 //! `endpointslices` (`discovery.k8s.io/v1`), namespaced or across namespaces:
@@ -34,8 +33,6 @@
 //! would), [`ApiServer::stop`] / [`ApiServer::start_again`] on the same port
 //! (the store survives, as etcd would), and a log of requests.
 
-#![allow(dead_code)]
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -44,6 +41,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
 use serde_json::{json, Value};
 
 /// The bearer token the server accepts.
@@ -54,9 +53,13 @@ pub const USER: &str = "system:serviceaccount:default:sidekick";
 /// A resource the server serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Resource {
+    /// Its name in URLs (`configmaps`).
     pub plural: &'static str,
+    /// Its `kind` (`ConfigMap`).
     pub kind: &'static str,
+    /// Its API group (`""` for core).
     pub group: &'static str,
+    /// Its API version (`v1`).
     pub version: &'static str,
 }
 
@@ -79,6 +82,7 @@ impl Resource {
     }
 }
 
+/// Every resource the server serves.
 pub const RESOURCES: [Resource; 4] = [
     Resource {
         plural: "configmaps",
@@ -133,12 +137,17 @@ struct Change {
 /// One request as the server saw it.
 #[derive(Debug, Clone)]
 pub struct Request {
+    /// HTTP method.
     pub method: String,
+    /// Path without the query.
     pub path: String,
+    /// Decoded query parameters.
     pub query: BTreeMap<String, String>,
     /// `get`, `list`, `watch`, or empty for other paths.
     pub verb: String,
+    /// The resource's plural (`configmaps`), or empty.
     pub resource: String,
+    /// The namespace in the path, or empty.
     pub namespace: String,
     /// HTTP status answered.
     pub status: u16,
@@ -1216,7 +1225,7 @@ fn encode_continue(rv: u64, key: &Key) -> String {
 }
 
 fn decode_continue(token: &str) -> Option<(u64, Key)> {
-    let raw = unbase64(token)?;
+    let raw = STANDARD.decode(token).ok()?;
     let v: Value = serde_json::from_slice(&raw).ok()?;
     let rv = v["rv"].as_u64()?;
     let mut parts = v["start"].as_str()?.splitn(3, '/');
@@ -1228,43 +1237,9 @@ fn decode_continue(token: &str) -> Option<(u64, Key)> {
     Some((rv, key))
 }
 
-const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
 /// Standard base64 with padding (Secret `data` and continue tokens).
 pub fn base64(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(B64[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-fn unbase64(text: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for c in text.bytes().filter(|&c| c != b'=') {
-        let v = B64.iter().position(|&x| x == c)? as u32;
-        acc = (acc << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
+    STANDARD.encode(bytes)
 }
 
 // ---------------------------------------------------------------------------

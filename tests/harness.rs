@@ -1,14 +1,9 @@
-//! Test harness shared by the end-to-end tests: a temporary confdir
-//! ([`Dir`]), the real `sidekick` binary run in it ([`TestCommand`]), and a
-//! long-running child (dev mode, `--watch`) with waits that poll until a
-//! condition holds or a timeout passes ([`Running`]).
+//! The end-to-end tests' harness: a temporary confdir ([`Dir`]), the real
+//! `sidekick` binary run in it ([`TestCommand`]), and a long-running child
+//! (dev mode, `--watch`) with waits that poll until a condition holds or a
+//! timeout passes ([`Running`]).
 //!
 //! Modelled on ripgrep's `tests/util.rs`.
-
-// Each test file uses a different part of the harness.
-#![allow(dead_code)]
-
-pub mod dns;
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -52,10 +47,7 @@ impl Default for Dir {
 impl Dir {
     /// A fresh confdir.
     pub fn new() -> Dir {
-        let tmp = tempfile::Builder::new()
-            .prefix("sidekick-test-")
-            .tempdir()
-            .expect("create temp dir");
+        let tmp = sidekick_testkit::temp::dir("sidekick-test-");
         // Canonical, so that paths in messages compare equal to ours.
         let root = tmp.path().canonicalize().expect("canonicalize temp dir");
         for sub in ["conf.d", "templates", "out"] {
@@ -337,11 +329,6 @@ impl TestCommand {
 
     pub fn env_remove(&mut self, name: &str) -> &mut TestCommand {
         self.cmd.env_remove(name);
-        self
-    }
-
-    pub fn current_dir(&mut self, dir: impl AsRef<Path>) -> &mut TestCommand {
-        self.cmd.current_dir(dir);
         self
     }
 

@@ -3,9 +3,8 @@
 //! ACLs). No Consul binary can be installed on the test machines, so the
 //! backend, the binary's end-to-end test and the benchmark all talk to this.
 //!
-//! It uses only `std`, `serde_json` and `base64`, so every test crate of the
-//! workspace can include it with `#[path]`; each connection gets a thread and
-//! blocking queries wait on a condition variable.
+//! Plain `std` threads, `serde_json` and `base64`: each connection gets a
+//! thread and blocking queries wait on a condition variable.
 //!
 //! What it reproduces:
 //! - `GET /v1/kv/<key>` with `recurse` (string-prefix match, as Consul does),
@@ -54,8 +53,6 @@
 //! Not reproduced: consistency modes, `X-Consul-KnownLeader` other than true,
 //! sessions and locks, namespaces, `filter=` expressions, wait jitter, TLS
 //! (the TLS test puts a rustls proxy in front), check TTL expiry.
-
-#![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};

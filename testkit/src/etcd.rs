@@ -1,19 +1,23 @@
 //! Starts a real, throw-away etcd for a test: free loopback ports, a temp data
-//! dir, health wait, kill on drop. Shared by the crate's tests, the binary's
-//! end-to-end test (`tests/etcd.rs`) and the benchmark, so it uses only `std`
-//! and `tempfile`: keys are written through etcd's JSON gateway (`/v3/kv/...`)
-//! over a plain TCP socket, and health is read from the metrics listener.
+//! dir, health wait, kill on drop. For the etcd crate's tests and the binary's
+//! end-to-end tests (feature `etcd`). It needs no etcd client: keys are written
+//! through etcd's JSON gateway (`/v3/kv/...`) with [`crate::http`], and
+//! health is read from the metrics listener.
 //!
 //! Under `CI=true` a missing etcd binary is a failure; elsewhere the test is
 //! skipped with a note.
 
-#![allow(dead_code)]
-
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+
+use crate::http::Connection;
+use crate::net::free_port;
+use crate::process::Server;
+use crate::temp::ram_dir;
 
 /// How long to wait for etcd to become healthy.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -48,33 +52,16 @@ pub struct Etcd {
 
 /// The etcd binary: `$ETCD_BIN`, else `etcd` on the PATH, else `/usr/bin/etcd`.
 /// `None` (after printing a note) when there is none and `CI` is not `true`;
-/// panics under `CI=true`.
+/// panics under `CI=true` (see [`crate::process`]).
 pub fn etcd_binary() -> Option<PathBuf> {
-    let candidates = std::env::var_os("ETCD_BIN")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain(std::env::var_os("PATH").into_iter().flat_map(|paths| {
-            std::env::split_paths(&paths)
-                .map(|p| p.join("etcd"))
-                .collect::<Vec<_>>()
-        }))
-        .chain([PathBuf::from("/usr/bin/etcd")]);
-    for path in candidates {
-        if path.is_file() {
-            return Some(path);
-        }
+    Server {
+        name: "etcd",
+        env: "ETCD_BIN",
+        program: "etcd",
+        fallbacks: &["/usr/bin/etcd"],
+        package: "etcd-server",
     }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("etcd is not installed (CI=true): install Debian's etcd-server or set ETCD_BIN");
-    }
-    eprintln!("note: etcd is not installed; skipping this test (install etcd-server to run it)");
-    None
-}
-
-/// A loopback port that was free a moment ago.
-pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local addr").port()
+    .find()
 }
 
 impl Etcd {
@@ -88,13 +75,7 @@ impl Etcd {
     pub fn start_with(tls: Option<ServerTls>) -> Option<Etcd> {
         etcd_binary()?;
         // RAM-backed when possible: etcd fsyncs every write.
-        let dir = match Path::new("/dev/shm").is_dir() {
-            true => tempfile::Builder::new()
-                .prefix("sidekick-etcd-")
-                .tempdir_in("/dev/shm"),
-            false => tempfile::Builder::new().prefix("sidekick-etcd-").tempdir(),
-        }
-        .expect("temp dir for etcd");
+        let dir = ram_dir("sidekick-etcd-");
         let mut etcd = Etcd {
             child: None,
             dir,
@@ -239,15 +220,15 @@ impl Etcd {
     pub fn put(&self, key: &str, value: &str) -> i64 {
         let body = format!(
             r#"{{"key":"{}","value":"{}"}}"#,
-            base64(key.as_bytes()),
-            base64(value.as_bytes())
+            STANDARD.encode(key.as_bytes()),
+            STANDARD.encode(value.as_bytes())
         );
         self.gateway("/v3/kv/put", &body)
     }
 
     /// Deletes `key`; returns the new revision. Plain-http etcd only.
     pub fn delete(&self, key: &str) -> i64 {
-        let body = format!(r#"{{"key":"{}"}}"#, base64(key.as_bytes()));
+        let body = format!(r#"{{"key":"{}"}}"#, STANDARD.encode(key.as_bytes()));
         self.gateway("/v3/kv/deleterange", &body)
     }
 
@@ -259,7 +240,7 @@ impl Etcd {
 
     /// The current revision. Plain-http etcd only.
     pub fn revision(&self) -> i64 {
-        let body = format!(r#"{{"key":"{}"}}"#, base64(b"\0"));
+        let body = format!(r#"{{"key":"{}"}}"#, STANDARD.encode(b"\0"));
         self.gateway("/v3/kv/range", &body)
     }
 
@@ -292,129 +273,45 @@ impl Drop for Etcd {
 /// A persistent HTTP/1.1 connection to etcd's JSON gateway, for loops of puts
 /// (the benchmark) where a new connection per request would dominate.
 pub struct Gateway {
-    stream: TcpStream,
+    conn: Connection,
 }
 
 impl Gateway {
     /// Connects to a plain-http etcd.
     pub fn connect(etcd: &Etcd) -> Gateway {
-        let stream = TcpStream::connect(("127.0.0.1", etcd.client_port)).expect("connect gateway");
-        stream.set_nodelay(true).expect("nodelay");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-        Gateway { stream }
+        let host = format!("127.0.0.1:{}", etcd.client_port);
+        let conn = Connection::open(&host, HTTP_TIMEOUT).expect("connect gateway");
+        Gateway { conn }
     }
 
     /// Sets `key` to `value` and waits for the answer; returns the revision.
     pub fn put(&mut self, key: &str, value: &str) -> i64 {
         let body = format!(
             r#"{{"key":"{}","value":"{}"}}"#,
-            base64(key.as_bytes()),
-            base64(value.as_bytes())
+            STANDARD.encode(key.as_bytes()),
+            STANDARD.encode(value.as_bytes())
         );
-        let request = format!(
-            "POST /v3/kv/put HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        self.stream.write_all(request.as_bytes()).expect("write");
-        let (status, text) = read_response(&mut self.stream).expect("read");
-        assert_eq!(status, 200, "put: {text}");
+        let answer = self
+            .conn
+            .send("POST", "/v3/kv/put", JSON, body.as_bytes(), false)
+            .expect("put");
+        let text = answer.text();
+        assert_eq!(answer.status, 200, "put: {text}");
         header_revision(&text)
     }
 }
 
+/// The header the gateway wants on every request.
+const JSON: &[(&str, &str)] = &[("Content-Type", "application/json")];
+/// How long a gateway or health request may take.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// One HTTP/1.1 request on a fresh connection; returns status and body.
 fn http(port: u16, method: &str, path: &str, body: &str) -> Result<(u16, String), String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
+    let host = format!("127.0.0.1:{port}");
+    let answer = crate::http::request(&host, method, path, JSON, body.as_bytes(), HTTP_TIMEOUT)
         .map_err(|e| e.to_string())?;
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream
-        .write_all(request.as_bytes())
-        .map_err(|e| e.to_string())?;
-    read_response(&mut stream)
-}
-
-/// Reads one response (Content-Length or chunked body).
-fn read_response(stream: &mut TcpStream) -> Result<(u16, String), String> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    let header_end = loop {
-        if let Some(i) = find(&buf, b"\r\n\r\n") {
-            break i + 4;
-        }
-        let n = stream.read(&mut chunk).map_err(|e| e.to_string())?;
-        if n == 0 {
-            return Err("connection closed before headers".into());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..header_end]).to_ascii_lowercase();
-    let status: u16 = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or("bad status line")?;
-    let mut body = buf[header_end..].to_vec();
-    let read_more = |stream: &mut TcpStream, body: &mut Vec<u8>| -> Result<(), String> {
-        let mut chunk = [0u8; 8192];
-        let n = stream.read(&mut chunk).map_err(|e| e.to_string())?;
-        if n == 0 {
-            return Err("connection closed in body".into());
-        }
-        body.extend_from_slice(&chunk[..n]);
-        Ok(())
-    };
-    if let Some(len) = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .and_then(|v| v.trim().parse::<usize>().ok())
-    {
-        while body.len() < len {
-            read_more(stream, &mut body)?;
-        }
-        body.truncate(len);
-    } else if head.contains("transfer-encoding: chunked") {
-        let mut out = Vec::new();
-        let mut pos = 0;
-        loop {
-            let line_end = loop {
-                if let Some(i) = find(&body[pos..], b"\r\n") {
-                    break pos + i;
-                }
-                read_more(stream, &mut body)?;
-            };
-            let size_text = String::from_utf8_lossy(&body[pos..line_end]).to_string();
-            let size = usize::from_str_radix(size_text.trim(), 16).map_err(|e| e.to_string())?;
-            let data_start = line_end + 2;
-            while body.len() < data_start + size + 2 {
-                read_more(stream, &mut body)?;
-            }
-            if size == 0 {
-                break;
-            }
-            out.extend_from_slice(&body[data_start..data_start + size]);
-            pos = data_start + size + 2;
-        }
-        body = out;
-    } else {
-        while let Ok(n) = stream.read(&mut chunk) {
-            if n == 0 {
-                break;
-            }
-            body.extend_from_slice(&chunk[..n]);
-        }
-    }
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+    Ok((answer.status, answer.text()))
 }
 
 /// The `"revision":"N"` of a gateway answer's header.
@@ -424,40 +321,4 @@ fn header_revision(text: &str) -> i64 {
         .and_then(|rest| rest.split('"').next())
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
-}
-
-/// Standard base64 with padding (what the gateway expects for bytes).
-pub fn base64(data: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-/// Polls `cond` every 10 ms until it holds or `timeout` passes; returns whether it held.
-pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }

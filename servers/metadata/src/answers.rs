@@ -548,7 +548,7 @@ fn build(answers: Answers, fixed_self: Option<&str>) -> Result<Tree, BuildError>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::tree::Found;
+    use crate::tree::Found;
 
     const ZK: &str = "\
 hosts:

@@ -1,6 +1,6 @@
-//! Test harness shared by the crate's tests, the binary's end-to-end test
-//! (`tests/consul.rs`) and the benchmark: a Consul agent to test against and
-//! the writes a test makes to it.
+//! A Consul agent to test against and the writes a test makes to it, for the
+//! Consul crate's tests and benchmark and the binary's end-to-end tests.
+//! Feature `consul`.
 //!
 //! By default the agent is the in-process fake of [`server`]. With
 //! `SIDEKICK_TEST_CONSUL_ADDR=http://127.0.0.1:8500` (a `consul agent -dev`)
@@ -10,18 +10,10 @@
 //! made unique per test so tests can share the agent, and what cannot be done
 //! to a real agent (kill it, restore a snapshot, switch ACLs on) is skipped
 //! with a note: see [`Consul::fake`].
-//!
-//! Only `std`, `serde_json` and `base64` are used, so that every test crate
-//! can include this with `#[path]`.
-
-// Each test crate uses a different part of the harness.
-#![allow(dead_code, unused_imports)]
 
 pub mod server;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -56,13 +48,21 @@ pub struct Consul {
 /// A service instance to register.
 #[derive(Debug, Clone)]
 pub struct Instance {
+    /// The catalog node it is registered on.
     pub node: String,
+    /// That node's address.
     pub node_address: String,
+    /// The service name.
     pub service: String,
+    /// The instance's service id.
     pub id: String,
+    /// The service address.
     pub address: String,
+    /// The service port.
     pub port: u16,
+    /// Service tags.
     pub tags: Vec<String>,
+    /// Service metadata.
     pub meta: BTreeMap<String, String>,
     /// Status of its one service check: `passing`, `warning` or `critical`.
     pub status: String,
@@ -333,8 +333,8 @@ pub fn encode_path(s: &str) -> String {
     out
 }
 
-/// A minimal blocking HTTP/1.1 client (`Connection: close`), enough for the
-/// agent's API: returns status, lower-cased headers and the body.
+/// One request to the agent at `host` (`Connection: close`): returns status,
+/// lower-cased headers and the body.
 pub fn http(
     host: &str,
     method: &str,
@@ -342,66 +342,6 @@ pub fn http(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> std::io::Result<(u16, BTreeMap<String, String>, Vec<u8>)> {
-    let mut stream = TcpStream::connect(host)?;
-    stream.set_nodelay(true)?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    let mut out = req.into_bytes();
-    out.extend_from_slice(body);
-    stream.write_all(&out)?;
-    let mut reader = BufReader::new(stream);
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    let status: u16 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
-    let mut heads = BTreeMap::new();
-    loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h)? == 0 {
-            break;
-        }
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            heads.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
-        }
-    }
-    let mut data = Vec::new();
-    if heads
-        .get("transfer-encoding")
-        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
-    {
-        loop {
-            let mut size = String::new();
-            reader.read_line(&mut size)?;
-            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-            let mut chunk = vec![0; n + 2];
-            reader.read_exact(&mut chunk)?;
-            if n == 0 {
-                break;
-            }
-            data.extend_from_slice(&chunk[..n]);
-        }
-    } else if let Some(len) = heads
-        .get("content-length")
-        .and_then(|v| v.parse::<usize>().ok())
-    {
-        data.resize(len, 0);
-        reader.read_exact(&mut data)?;
-    } else {
-        reader.read_to_end(&mut data)?;
-    }
-    Ok((status, heads, data))
+    let r = crate::http::request(host, method, path, headers, body, Duration::from_secs(30))?;
+    Ok((r.status, r.headers, r.body))
 }

@@ -2,9 +2,6 @@
 //! confdir, signals sent with kill(1), a process group that is killed when
 //! the test ends, and a look at /proc.
 
-// Not every test uses every helper.
-#![allow(dead_code)]
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -13,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::util::{Dir, POLL, TIMEOUT};
+use crate::harness::{Dir, POLL, TIMEOUT};
 
 /// Writes an executable `/bin/sh` script `rel` under the confdir; `@DIR@` and
 /// `@OUT@` in `body` are expanded as in [`Dir::write`].
@@ -52,7 +49,7 @@ pub fn read_pid(path: &Path) -> Option<u32> {
 }
 
 /// Polls `cond` until it holds; panics after [`TIMEOUT`] with `what` and the
-/// text `context` returns. For waits with no sidekick [`crate::util::Running`].
+/// text `context` returns. For waits with no sidekick [`crate::harness::Running`].
 pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool, context: impl Fn() -> String) {
     let deadline = Instant::now() + TIMEOUT;
     while !cond() {

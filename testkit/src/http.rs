@@ -1,0 +1,144 @@
+//! A minimal blocking HTTP/1.1 client, enough to write to and read from the
+//! test servers' APIs (Consul's, etcd's JSON gateway) from plain test code,
+//! without an async runtime: one request per connection, or a kept-alive
+//! [`Connection`] for loops of requests where connecting would dominate.
+
+use std::collections::BTreeMap;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+/// An answer: status, lower-cased header names, body.
+#[derive(Debug, Clone)]
+pub struct Response {
+    /// The status code.
+    pub status: u16,
+    /// Headers by lower-cased name (the last one of a repeated name).
+    pub headers: BTreeMap<String, String>,
+    /// The body, de-chunked.
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// The body as text (invalid UTF-8 replaced).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// One request on a fresh connection to `host` (`host:port`), closed after
+/// the answer; reads time out after `timeout`.
+pub fn request(
+    host: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout: Duration,
+) -> io::Result<Response> {
+    let mut conn = Connection::open(host, timeout)?;
+    conn.send(method, path, headers, body, true)
+}
+
+/// A kept-alive connection.
+pub struct Connection {
+    host: String,
+    reader: BufReader<TcpStream>,
+}
+
+impl Connection {
+    /// Connects to `host` (`host:port`) with no Nagle delay; reads time out
+    /// after `timeout`.
+    pub fn open(host: &str, timeout: Duration) -> io::Result<Connection> {
+        let stream = TcpStream::connect(host)?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(timeout))?;
+        Ok(Connection {
+            host: host.to_string(),
+            reader: BufReader::new(stream),
+        })
+    }
+
+    /// Sends one request and reads its answer; `close` asks the server to
+    /// close the connection after it.
+    pub fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        close: bool,
+    ) -> io::Result<Response> {
+        let mut req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n",
+            self.host,
+            body.len()
+        );
+        if close {
+            req.push_str("Connection: close\r\n");
+        }
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        let mut out = req.into_bytes();
+        out.extend_from_slice(body);
+        self.reader.get_mut().write_all(&out)?;
+        read_response(&mut self.reader)
+    }
+}
+
+/// Reads one answer: a `Content-Length` or chunked body, else up to the close.
+fn read_response(reader: &mut BufReader<TcpStream>) -> io::Result<Response> {
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| io::Error::other(format!("bad status line {line:?}")))?;
+    let mut headers = BTreeMap::new();
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h)? == 0 {
+            break;
+        }
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+        }
+    }
+    let mut body = Vec::new();
+    if headers
+        .get("transfer-encoding")
+        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+    {
+        loop {
+            let mut size = String::new();
+            reader.read_line(&mut size)?;
+            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            let mut chunk = vec![0; n + 2];
+            reader.read_exact(&mut chunk)?;
+            if n == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..n]);
+        }
+    } else if let Some(len) = headers
+        .get("content-length")
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        body.resize(len, 0);
+        reader.read_exact(&mut body)?;
+    } else {
+        reader.read_to_end(&mut body)?;
+    }
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
+}

@@ -31,6 +31,7 @@ use serde::Deserialize;
 use crate::backend::BackendOptions;
 use crate::cli::LogFormat;
 use crate::debounce::Wait;
+use crate::render::TemplateEngine;
 
 /// Everything a run needs: the core settings here, each backend's in its
 /// group under `backends`. Not `Debug`: the groups hold passwords and tokens,
@@ -96,6 +97,11 @@ pub(crate) struct Settings {
     #[arg(long, env = "SIDEKICK_LOG_FORMAT", value_name = "FORMAT")]
     #[serde(alias = "log-format")]
     pub log_format: LogFormat,
+    /// Template language of resources that name none in `engine`: go (confd's
+    /// templates unchanged) or tera [default: tera]
+    #[arg(long, env = "SIDEKICK_TEMPLATE_ENGINE", value_name = "ENGINE")]
+    #[serde(alias = "template-engine")]
+    pub template_engine: TemplateEngine,
     /// Each backend's settings, one group (and `--help` heading) per backend;
     /// their keys are read by `BackendOptions::read`.
     #[command(flatten)]
@@ -123,6 +129,7 @@ impl Default for Settings {
             keep_stage_file: false,
             log_level: "info".to_string(),
             log_format: LogFormat::Text,
+            template_engine: TemplateEngine::Tera,
             backends: BackendOptions::default(),
         }
     }

@@ -436,3 +436,132 @@ fn template_test_cases_etcd() {
         failures.join("\n")
     );
 }
+
+/// A confd confdir as confd reads it: field names in any case (`[Template]`,
+/// `Src`, `Dest`, `Keys`), resources in subdirectories of conf.d, and the
+/// command line written with Go's single-dash flags.
+#[test]
+fn confd_resource_files_and_command_line_as_confd_reads_them() {
+    let dir = Dir::new();
+    dir.template("a.tmpl", "a={{getv \"/app/a\"}}\n");
+    dir.write(
+        "conf.d/sub/deeper/a.toml",
+        "[Template]\nSrc = \"a.tmpl\"\nDEST = \"@OUT@/a.conf\"\nKeys = [\"/app\"]\n",
+    );
+    let out = TestCommand::new(dir.root())
+        .args([
+            "-onetime",
+            "-template-engine=go",
+            "-backend",
+            "env",
+            "-confdir",
+        ])
+        .arg(dir.root())
+        .env("APP_A", "1")
+        .run();
+    assert_eq!(dir.read("out/a.conf"), "a=1\n", "{out}");
+}
+
+/// `engine` in a resource wins over `--template-engine`; both engines render
+/// side by side with the same keys and the same confd semantics.
+#[test]
+fn resource_engine_overrides_the_flag() {
+    let dir = Dir::new();
+    dir.data("app:\n  hosts:\n    b: 10.0.0.1\n    a: 10.0.0.2\n");
+    dir.template(
+        "go.tmpl",
+        "{{range getvs \"/app/hosts/*\"}}{{.}} {{end}}{{getenv \"SIDEKICK_TEST_EMPTY\" \"d\"}}\n",
+    );
+    dir.template(
+        "tera.tmpl",
+        "{% for v in getvs(pattern=\"/app/hosts/*\") %}{{ v }} {% endfor %}{{ getenv(name=\"SIDEKICK_TEST_EMPTY\", default=\"d\") }}\n",
+    );
+    dir.resource(
+        "go",
+        "[template]\nsrc = \"go.tmpl\"\ndest = \"@OUT@/go.conf\"\nkeys = [\"/app\"]\nengine = \"go\"\n",
+    );
+    dir.resource(
+        "tera",
+        "[template]\nsrc = \"tera.tmpl\"\ndest = \"@OUT@/tera.conf\"\nkeys = [\"/app\"]\n",
+    );
+    dir.onetime().env("SIDEKICK_TEST_EMPTY", "").run();
+    // getvs sorts the values; an empty variable gives the default (confd).
+    assert_eq!(dir.read("out/go.conf"), "10.0.0.1 10.0.0.2 d\n");
+    assert_eq!(dir.read("out/tera.conf"), "10.0.0.1 10.0.0.2 d\n");
+
+    // The flag decides for resources that name no engine.
+    dir.resource(
+        "tera",
+        "[template]\nsrc = \"go.tmpl\"\ndest = \"@OUT@/tera.conf\"\nkeys = [\"/app\"]\n",
+    );
+    dir.onetime()
+        .args(["--template-engine", "go"])
+        .env("SIDEKICK_TEMPLATE_ENGINE", "tera")
+        .run();
+    assert_eq!(dir.read("out/tera.conf"), "10.0.0.1 10.0.0.2 d\n");
+
+    let out = dir
+        .onetime()
+        .env("SIDEKICK_TEMPLATE_ENGINE", "jinja")
+        .run_fail();
+    out.assert_stderr_has(&["jinja"]);
+}
+
+/// A bad `engine` names the file, line and field.
+#[test]
+fn bad_engine_names_file_line_and_field() {
+    let dir = Dir::new();
+    dir.data("x: 1\n");
+    dir.template("a.tmpl", "x\n");
+    let file = dir.resource(
+        "a",
+        "[template]\nsrc = \"a.tmpl\"\ndest = \"@OUT@/a.conf\"\nengine = \"jinja\"\n",
+    );
+    let out = dir.onetime().run_fail();
+    out.assert_stderr_has(&[&format!("{}:4", file.display()), "field `engine`", "jinja"]);
+}
+
+/// A Go template given to the Tera engine says which engine it needs.
+#[test]
+fn go_template_on_tera_names_the_go_engine() {
+    let dir = Dir::new();
+    dir.data("x: 1\n");
+    dir.simple("a", "{{ range gets \"/x\" }}{{ .Value }}{{ end }}\n", "");
+    let out = dir.onetime().run_fail();
+    out.assert_stderr_has(&["--template-engine go"]);
+}
+
+/// Dev mode shows a Go template's errors with file and line, and keeps the
+/// last good output.
+#[test]
+fn dev_mode_shows_go_errors_with_file_and_line() {
+    let dir = Dir::new();
+    dir.data("greeting: hello\n");
+    dir.simple("app", "{{getv \"/greeting\"}}\n", "");
+    let mut p = dir
+        .command()
+        .args(["dev", "--template-engine", "go", "--file"])
+        .arg(dir.path("data.yaml"))
+        .spawn();
+    p.wait_for_file(&dir.out("app.conf"), "hello\n");
+
+    let mark = p.stdout_mark();
+    let tmpl = dir.template("app.tmpl", "fine\n{{getv \"/greeting\"\n");
+    // Go's own words: the action runs to the end of the text.
+    p.wait_stdout_after(
+        mark,
+        &format!(
+            "{}:3: unclosed action started at app.tmpl:2",
+            tmpl.display()
+        ),
+    );
+
+    let mark = p.stdout_mark();
+    dir.template("app.tmpl", "fine\nline {{getv \"/nope\"}}\n");
+    let out = p.wait_stdout_after(mark, &format!("{}:2:7", tmpl.display()));
+    assert!(out.contains("key not found: /nope"), "{out}");
+    assert_eq!(dir.read("out/app.conf"), "hello\n", "last good output kept");
+
+    dir.template("app.tmpl", "{{getv \"/greeting\" | toUpper}}\n");
+    p.wait_for_file(&dir.out("app.conf"), "HELLO\n");
+}

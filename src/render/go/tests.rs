@@ -201,6 +201,12 @@ fn environment_functions() {
     let expected = nix::unistd::gethostname().unwrap().into_string().unwrap();
     assert_eq!(render_go("{{hostname}}", &[]), expected);
     assert!(render_go("{{datetime}}", &[]).starts_with("20"));
+    let year = render_go(
+        "{{datetime.Format \"2006\"}} {{(datetime).Format \"2006\"}}",
+        &[],
+    );
+    assert_eq!(year.len(), 9, "{year}");
+    assert!(year.starts_with("20"), "{year}");
 }
 
 #[test]

@@ -565,3 +565,21 @@ fn dev_mode_shows_go_errors_with_file_and_line() {
     dir.template("app.tmpl", "{{getv \"/greeting\" | toUpper}}\n");
     p.wait_for_file(&dir.out("app.conf"), "HELLO\n");
 }
+
+/// YAML data as confd's file backend reads it (YAML 1.1 scalars; a null
+/// value is no key), rendered by a confd template.
+#[test]
+fn yaml_scalars_as_confds_file_backend_reads_them() {
+    let dir = Dir::new();
+    dir.data("app:\n  tls: yes\n  debug: off\n  mode: 0755\n  max: 1e3\n  ratio: 1.0\n  quoted: 'yes'\n  unset: ~\n");
+    dir.simple(
+        "app",
+        "{{range gets \"/app/*\"}}{{.Key}}={{.Value}}\n{{end}}{{exists \"/app/unset\"}}\n",
+        "",
+    );
+    dir.onetime().args(["--template-engine", "go"]).run();
+    assert_eq!(
+        dir.read("out/app.conf"),
+        "/app/debug=false\n/app/max=1000\n/app/mode=493\n/app/quoted=yes\n/app/ratio=1\n/app/tls=true\nfalse\n"
+    );
+}

@@ -43,8 +43,11 @@ pub(crate) fn parse_keys(format: Format, text: &str, shown: &Path) -> Result<Pai
     match format {
         // Merge keys (`<<: *anchor`) need the document tree; the rest is
         // flattened straight from the parser.
-        Format::Yaml if text.contains("<<") => yaml_tree(&mut flat, text, shown)?,
-        Format::Yaml => yaml_stream(&mut flat, text, shown)?,
+        // YAML 1.1 scalars (`yes`, `0755`), as confd's file backend reads them.
+        Format::Yaml if text.contains("<<") => {
+            yaml_tree(&mut flat, &crate::yaml11::rewrite(text), shown)?
+        }
+        Format::Yaml => yaml_stream(&mut flat, &crate::yaml11::rewrite(text), shown)?,
         Format::Json => {
             let value: serde_json::Value = deserialize(format, text, shown)?;
             if !value.is_null() {
@@ -201,9 +204,13 @@ impl Flattener {
     fn yaml(&mut self, value: serde_norway::Value) -> Result<(), String> {
         use serde_norway::Value as V;
         match value {
-            V::Null => self.leaf(String::new()),
+            // confd's file backend has no key for a null value.
+            V::Null => {}
             V::Bool(b) => self.leaf(b.to_string()),
-            V::Number(n) => self.leaf(n.to_string()),
+            V::Number(n) => self.leaf(match n.as_f64() {
+                Some(f) if n.is_f64() => go_float(f),
+                _ => n.to_string(),
+            }),
             V::String(s) => self.leaf(s),
             V::Sequence(items) => {
                 for (i, item) in items.into_iter().enumerate() {
@@ -321,8 +328,7 @@ mod yaml {
             self.leaf(v.to_string())
         }
         fn visit_f64<E>(self, v: f64) -> Result<(), E> {
-            // YAML's spelling (`.inf`, `1.0`), as the document tree printed it.
-            self.leaf(serde_norway::Number::from(v).to_string())
+            self.leaf(super::go_float(v))
         }
         fn visit_str<E>(self, v: &str) -> Result<(), E> {
             self.leaf(v.to_string())
@@ -331,11 +337,9 @@ mod yaml {
             self.leaf(v)
         }
         fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-            // A null document has no keys; a null value is an empty one.
-            if self.flat.path.is_empty() {
-                return Ok(());
-            }
-            self.leaf(String::new())
+            // A null document has no keys, and a null value no key, as in
+            // confd's file backend.
+            Ok(())
         }
         fn visit_none<E: de::Error>(self) -> Result<(), E> {
             self.visit_unit()
@@ -445,6 +449,20 @@ mod yaml {
     }
 }
 
+/// A YAML float as confd's file backend prints it (Go's
+/// `strconv.FormatFloat(f, 'f', -1, 64)`): `1000`, `1`, `1.5`, `+Inf`, `NaN`.
+fn go_float(f: f64) -> String {
+    if f.is_nan() {
+        "NaN".to_string()
+    } else if f.is_infinite() {
+        if f > 0.0 { "+Inf" } else { "-Inf" }.to_string()
+    } else {
+        // Rust prints the shortest digits that read back, without exponent,
+        // as Go's 'f' with precision -1 does.
+        format!("{f}")
+    }
+}
+
 /// The text of a YAML mapping key, when it is a scalar.
 fn yaml_key(key: serde_norway::Value) -> Option<String> {
     use serde_norway::Value as V;
@@ -507,9 +525,10 @@ mod tests {
                 ("/7", "seven"),
                 ("/db/host", "x"),
                 ("/db/port", "2"),
-                ("/flags/none", ""),
+                // As confd's file backend: a null value has no key, a float
+                // prints as Go prints it.
                 ("/flags/on", "true"),
-                ("/flags/one", "1.0"),
+                ("/flags/one", "1"),
                 ("/flags/ratio", "1.5"),
                 ("/upstreams/0", "a"),
                 ("/upstreams/1", "b"),
@@ -591,6 +610,24 @@ mod tests {
             let location = stream.expect_err(text);
             assert!(location.starts_with("t.yaml:"), "{text}: {location}");
         }
+    }
+
+    #[test]
+    fn yaml_scalars_as_confd_reads_them() {
+        let text = "a: yes\nb: on\nc: 0755\nd: 1e3\ne: ~\nf: 'yes'\ng: 1.50\nh: .inf\ni: NO\n";
+        assert_eq!(
+            sorted(keys(Format::Yaml, text)),
+            pairs(&[
+                ("/a", "true"),
+                ("/b", "true"),
+                ("/c", "493"),
+                ("/d", "1000"),
+                ("/f", "yes"),
+                ("/g", "1.5"),
+                ("/h", "+Inf"),
+                ("/i", "false"),
+            ])
+        );
     }
 
     #[test]

@@ -95,6 +95,13 @@ pub(crate) enum Command {
     },
     /// Serve a Rancher-metadata-compatible API from a YAML answers file (--file).
     MetadataServer,
+    /// Write a copy of the confdir with its Go (confd) templates converted to
+    /// Tera; what has no Tera form is left as a comment naming its line.
+    Convert {
+        /// Where the converted confdir goes [default: CONFDIR.tera]
+        #[arg(long, value_name = "DIR")]
+        out: Option<std::path::PathBuf>,
+    },
 }
 
 /// How `exec` (and `dev -- CMD`) run the child.

@@ -79,7 +79,7 @@ const FIELDS: &[&str] = &[
 /// header) that is one of [`FIELDS`] in another case written in lower case,
 /// as confd's decoder matches them. Byte offsets stay the same, so errors
 /// still point at the right line.
-fn fold_field_case(text: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn fold_field_case(text: &str) -> std::borrow::Cow<'_, str> {
     let mut out: Option<String> = None;
     let mut offset = 0;
     for line in text.split_inclusive('\n') {

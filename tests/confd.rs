@@ -583,3 +583,44 @@ fn yaml_scalars_as_confds_file_backend_reads_them() {
         "/app/debug=false\n/app/max=1000\n/app/mode=493\n/app/quoted=yes\n/app/ratio=1\n/app/tls=true\nfalse\n"
     );
 }
+
+/// `sidekick convert` turns confd's integration templates into Tera ones that
+/// render confd's expected outputs with the default engine.
+#[test]
+fn convert_writes_tera_templates_that_render_the_same() {
+    let dir = integration_confdir();
+    dir.write("templates/extra.tmpl", "a\n{{printf \"%d\" 1}}\n");
+    dir.resource(
+        "extra",
+        "[template]\nsrc = \"extra.tmpl\"\ndest = \"@OUT@/extra.conf\"\nkeys = []\nengine = \"go\"\n",
+    );
+    let out = dir.path("converted");
+    let run = dir.command().arg("convert").arg("--out").arg(&out).run();
+    assert!(
+        run.stdout.contains(&format!(
+            "{}:2: not converted",
+            dir.path("templates/extra.tmpl").display()
+        )),
+        "{run}"
+    );
+    let extra = read(&out.join("templates/extra.tmpl"));
+    assert!(
+        extra.contains(
+            "{# sidekick convert: line 2 not converted, port it by hand: {{printf \"%d\" 1}} #}"
+        ),
+        "{extra}"
+    );
+    assert!(!read(&out.join("conf.d/extra.toml")).contains("engine"));
+
+    // The converted confdir, on the Tera engine, with confd's env data.
+    let script = read(&fixture("env/test.sh"));
+    let mut cmd = TestCommand::new(dir.root());
+    cmd.args(["--onetime", "--backend", "env", "--confdir"])
+        .arg(&out);
+    for (k, v) in exports(&script) {
+        cmd.env(&k, v);
+    }
+    cmd.run();
+    check_expected(&dir);
+    assert_eq!(dir.read("out/extra.conf"), "a\n\n");
+}

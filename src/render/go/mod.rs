@@ -8,6 +8,7 @@
 //! `/etc/sidekick/templates/app.tmpl:3:7: executing "app.tmpl" at <getv
 //! "/x">: error calling getv: key not found: /x`.
 
+pub(crate) mod convert;
 mod functions;
 mod time;
 

@@ -412,7 +412,7 @@ fn call(name: &str, a: &[String]) -> R {
         "add" => op("+"),
         "sub" => op("-"),
         "mul" => op("*"),
-        "mod" => op("%"),
+        "div" | "mod" if a.len() == 2 => Ok(format!("{name}(a={}, b={})", a[0], a[1])),
         "eq" if a.len() == 2 => op("=="),
         "ne" => op("!="),
         "lt" => op("<"),
@@ -438,7 +438,7 @@ fn call(name: &str, a: &[String]) -> R {
                 .collect::<Vec<_>>()
                 .join(", ")
         )),
-        // div (Go truncates, Tera's // floors), printf, print, datetime,
+        // printf, print, datetime,
         // html, js, urlquery, slice, call: by hand.
         _ => Err(Unmappable),
     }

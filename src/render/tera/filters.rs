@@ -387,6 +387,12 @@ mod tests {
     }
 
     #[test]
+    fn confd_semantics_tera_already_has() {
+        // Go's strings.Split of "" is [""].
+        assert_eq!(r("{{ \"\" | split(pat=\",\") | length }}"), "1");
+    }
+
+    #[test]
     fn filters_reject_arguments_they_do_not_take() {
         assert!(err("{{ \"x\" | toUpper(x=1) }}")
             .contains("toUpper: unknown argument `x` (takes no arguments)"));

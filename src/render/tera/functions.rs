@@ -55,6 +55,18 @@ pub(super) fn register(tera: &mut Tera, slot: &Slot) {
     tera.register_function("seq", seq);
     tera.register_function("datetime", datetime);
     tera.register_function("hostname", hostname);
+    for op in ["add", "sub", "mul", "div", "mod"] {
+        tera.register_function(op, move |kwargs: Kwargs, _: &State| arith(op, &kwargs));
+    }
+}
+
+/// confd's integer `add`, `sub`, `mul`, `div`, `mod` (`div(a=-7, b=2)` is
+/// -3 and `mod(a=-7, b=2)` -1, truncating as Go does; Tera's own `//` and `%`
+/// floor).
+fn arith(op: &'static str, kwargs: &Kwargs) -> TeraResult<Value> {
+    let args = Args::new(op, kwargs, &["a", "b"])?;
+    let (a, b) = (args.req_int("a")?, args.req_int("b")?);
+    Ok(confd::arith(op, a, b).map_err(fail(op))?.into())
 }
 
 /// `{key, value}`, the shape of confd's KVPair.
@@ -442,6 +454,19 @@ mod tests {
         let err = try_render("{{ seq(start=\"1\", end=2) }}", &[]).unwrap_err();
         assert!(
             err.contains("seq: argument `start` must be an integer"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn integer_arithmetic_truncates_as_go() {
+        assert_eq!(
+            render("{{ div(a=-7, b=2) }} {{ mod(a=-7, b=2) }} {{ add(a=1, b=2) }} {{ sub(a=1, b=2) }} {{ mul(a=3, b=4) }}", &[]),
+            "-3 -1 3 -1 12"
+        );
+        let err = try_render("{{ div(a=1, b=0) }}", &[]).unwrap_err();
+        assert!(
+            err.contains("div: runtime error: integer divide by zero"),
             "{err}"
         );
     }

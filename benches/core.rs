@@ -45,7 +45,17 @@ fn main() {
     let tera = bench_render(root, &tree, TemplateEngine::Tera, "big.tmpl");
     let go = bench_render(root, &tree, TemplateEngine::Go, "big-go.tmpl");
     println!("  go / tera median: {:.2}x (target <= 1.5x)", go / tera);
-    bench_onetime(root, &dest);
+    bench_onetime(root, &dest, "tera");
+    // The same run with the Go template.
+    std::fs::write(
+        root.join("conf.d/big.toml"),
+        format!(
+            "[template]\nsrc = \"big-go.tmpl\"\ndest = \"{}\"\nkeys = [\"/app/upstreams\"]\nengine = \"go\"\n",
+            dest.display()
+        ),
+    )
+    .expect("write resource");
+    bench_onetime(root, &dest, "go");
 }
 
 /// Renders `src` with `engine` 200 times; returns the median in ms.
@@ -78,7 +88,7 @@ fn bench_render(root: &Path, tree: &KeyTree, engine: TemplateEngine, src: &str) 
     )
 }
 
-fn bench_onetime(root: &Path, dest: &Path) {
+fn bench_onetime(root: &Path, dest: &Path, engine: &str) {
     let bin = env!("CARGO_BIN_EXE_sidekick");
     let mut times = Vec::new();
     for _ in 0..50 {
@@ -94,7 +104,10 @@ fn bench_onetime(root: &Path, dest: &Path) {
         times.push(start.elapsed());
         assert!(status.success(), "sidekick --onetime failed");
     }
-    report("--onetime, 10,000-key YAML, write included", &mut times);
+    report(
+        &format!("--onetime, 10,000-key YAML, write included, {engine} engine"),
+        &mut times,
+    );
     let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
         .expect("getrusage");
     println!(

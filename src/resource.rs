@@ -468,6 +468,19 @@ mod tests {
     }
 
     #[test]
+    fn field_names_match_in_any_case_as_confds_decoder() {
+        let text = "[Template]\nSrc = \"a\"\n  DEST = \"b\" # Src = x\nKeys = [\n  \"Src = 1\",\n]\ncheck_cmd = \"Mode = 1\"\nBogus = 1\n";
+        assert_eq!(
+            fold_field_case(text),
+            "[template]\nsrc = \"a\"\n  dest = \"b\" # Src = x\nkeys = [\n  \"Src = 1\",\n]\ncheck_cmd = \"Mode = 1\"\nBogus = 1\n"
+        );
+        assert!(matches!(
+            fold_field_case("[template]\nsrc = \"a\"\n"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
+
+    #[test]
     fn empty_keys_read_nothing_and_slash_reads_everything_under_the_prefix() {
         assert!(visible("keys = []").is_empty());
         assert_eq!(visible("keys = [\"/\"]"), ["/prod/app"]);

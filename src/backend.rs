@@ -328,3 +328,48 @@ fn settings_error(backend: &str, e: sidekick_backend::BackendError) -> BuildErro
         },
     }
 }
+
+#[cfg(all(test, any(feature = "etcd", feature = "consul", feature = "rancher")))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nodes_from_an_srv_record_as_confd_builds_them() {
+        let given = ConnectionOptions {
+            nodes: vec!["http://n:1".into()],
+            srv_domain: Some("example.com".into()),
+            ..ConnectionOptions::default()
+        };
+        assert_eq!(given.resolve("etcd").unwrap(), ["http://n:1"]);
+        assert!(ConnectionOptions::default()
+            .resolve("etcd")
+            .unwrap()
+            .is_empty());
+
+        let server = crate::dns::tests::spawn_srv_server();
+        std::env::set_var(crate::dns::SERVER_ENV, server.to_string());
+        let srv = ConnectionOptions {
+            srv_record: Some("_etcd-client._tcp.example.com.".into()),
+            scheme: Some("https".into()),
+            ..ConnectionOptions::default()
+        };
+        assert_eq!(
+            srv.resolve("etcdv3").unwrap(),
+            [
+                "https://web1.example.com.:8080",
+                "https://web2.example.com.:8081"
+            ]
+        );
+        let domain = ConnectionOptions {
+            srv_domain: Some("example.com".into()),
+            ..ConnectionOptions::default()
+        };
+        assert_eq!(
+            domain.resolve("etcd").unwrap(),
+            [
+                "http://web1.example.com.:8080",
+                "http://web2.example.com.:8081"
+            ]
+        );
+    }
+}

@@ -589,7 +589,7 @@ fn yaml_scalars_as_confds_file_backend_reads_them() {
 #[test]
 fn convert_writes_tera_templates_that_render_the_same() {
     let dir = integration_confdir();
-    dir.write("templates/extra.tmpl", "a\n{{printf \"%d\" 1}}\n");
+    dir.write("templates/extra.tmpl", "a\n{{printf \"%05d\" 1}}\n");
     dir.resource(
         "extra",
         "[template]\nsrc = \"extra.tmpl\"\ndest = \"@OUT@/extra.conf\"\nkeys = []\nengine = \"go\"\n",
@@ -606,7 +606,7 @@ fn convert_writes_tera_templates_that_render_the_same() {
     let extra = read(&out.join("templates/extra.tmpl"));
     assert!(
         extra.contains(
-            "{# sidekick convert: line 2 not converted, port it by hand: {{printf \"%d\" 1}} #}"
+            "{# sidekick convert: line 2 not converted, port it by hand: {{printf \"%05d\" 1}} #}"
         ),
         "{extra}"
     );

@@ -304,6 +304,25 @@ impl Converter<'_> {
         let Some(first) = args.first() else {
             return Err(Unmappable);
         };
+        if let (Operand::Func(name), Some(Operand::String(format))) = (first, args.get(1)) {
+            if name == "printf" {
+                let mut rest = args[2..]
+                    .iter()
+                    .map(|a| self.operand(a))
+                    .collect::<Result<Vec<_>, _>>()?;
+                rest.extend(piped);
+                return printf(format, &rest);
+            }
+        }
+        // `datetime.Format "layout"` -> `datetime(format="strftime")`.
+        if let (Operand::Chain { operand, fields }, [_, Operand::String(layout)], None) =
+            (first, args, &piped)
+        {
+            if **operand == Operand::Func("datetime".into()) && fields == &["Format"] {
+                let format = super::time::to_strftime(layout).ok_or(Unmappable)?;
+                return Ok(format!("datetime(format={})", quote(&format)));
+            }
+        }
         if let Operand::Func(name) = first {
             let mut argv = args[1..]
                 .iter()
@@ -347,6 +366,39 @@ impl Converter<'_> {
             Operand::Chain { .. } => Err(Unmappable),
         }
     }
+}
+
+/// `printf` with only `%s`, `%d`, `%v` and `%%` as Tera's `~` concatenation
+/// (`printf "/apps/%s/port" .` -> `"/apps/" ~ item ~ "/port"`); other verbs
+/// (widths, `%q`, `%x`) are left for a person.
+fn printf(format: &str, args: &[String]) -> R {
+    let mut parts: Vec<String> = Vec::new();
+    let mut lit = String::new();
+    let mut next = args.iter();
+    let mut chars = format.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            lit.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('%') => lit.push('%'),
+            Some('s' | 'd' | 'v') => {
+                if !lit.is_empty() {
+                    parts.push(quote(&std::mem::take(&mut lit)));
+                }
+                parts.push(atom(next.next().ok_or(Unmappable)?));
+            }
+            _ => return Err(Unmappable),
+        }
+    }
+    if next.next().is_some() {
+        return Err(Unmappable);
+    }
+    if !lit.is_empty() || parts.is_empty() {
+        parts.push(quote(&lit));
+    }
+    Ok(parts.join(" ~ "))
 }
 
 /// A confd function or Go builtin called with Tera expressions `a`.
@@ -438,7 +490,7 @@ fn call(name: &str, a: &[String]) -> R {
                 .collect::<Vec<_>>()
                 .join(", ")
         )),
-        // printf, print, datetime,
+        // print, printf with other verbs, datetime without Format,
         // html, js, urlquery, slice, call: by hand.
         _ => Err(Unmappable),
     }
@@ -508,11 +560,25 @@ mod tests {
     }
 
     #[test]
+    fn printf_and_datetime_format() {
+        same(
+            "{{range ls \"/upstream\"}}{{getv (printf \"/upstream/%s\" .)}} {{printf \"%s:%d%%\" . 80}};{{end}}",
+            KEYS,
+        );
+        assert_eq!(
+            tera("{{datetime.Format \"2006-01-02\"}}").text,
+            "{{ datetime(format=\"%Y-%m-%d\") }}"
+        );
+        let year = render(&tera("{{datetime.Format \"2006\"}}").text, &[]);
+        assert_eq!(year, render_go("{{datetime.Format \"2006\"}}", &[]));
+    }
+
+    #[test]
     fn what_has_no_tera_form_is_a_comment_naming_the_line() {
-        let c = tera("a\n{{printf \"%s:%d\" \"h\" 1}}\n{{datetime.Format \"2006\"}}\n{{template \"x\"}}{{define \"x\"}}X{{end}}");
+        let c = tera("a\n{{printf \"%5s:%x\" \"h\" 1}}\n{{datetime.Format \"05.999\"}}\n{{template \"x\"}}{{define \"x\"}}X{{end}}");
         assert_eq!(c.unconverted, [2, 3, 4]);
         assert!(
-            c.text.contains("{# sidekick convert: line 2 not converted, port it by hand: {{printf \"%s:%d\" \"h\" 1}} #}"),
+            c.text.contains("{# sidekick convert: line 2 not converted, port it by hand: {{printf \"%5s:%x\" \"h\" 1}} #}"),
             "{}",
             c.text
         );

@@ -161,6 +161,65 @@ pub(super) fn format(t: &DateTime<Local>, layout: &str) -> String {
     out
 }
 
+/// Go's layout as a chrono strftime format, for `sidekick convert`
+/// (`2006-01-02 15:04` -> `%Y-%m-%d %H:%M`); `None` for an element strftime
+/// has no spelling of (`__2`, `.999`).
+pub(crate) fn to_strftime(layout: &str) -> Option<String> {
+    const MAP: &[(&str, &str)] = &[
+        ("January", "%B"),
+        ("Monday", "%A"),
+        ("Z07:00", "%:z"),
+        ("-07:00", "%:z"),
+        ("Z0700", "%z"),
+        ("-0700", "%z"),
+        ("2006", "%Y"),
+        ("Jan", "%b"),
+        ("Mon", "%a"),
+        ("MST", "%Z"),
+        ("002", "%j"),
+        ("_2", "%e"),
+        ("15", "%H"),
+        ("01", "%m"),
+        ("02", "%d"),
+        ("03", "%I"),
+        ("04", "%M"),
+        ("05", "%S"),
+        ("06", "%y"),
+        ("PM", "%p"),
+        ("pm", "%P"),
+        (".000000000", "%.9f"),
+        (".000000", "%.6f"),
+        (".000", "%.3f"),
+        ("1", "%-m"),
+        ("2", "%-d"),
+        ("3", "%-I"),
+        ("4", "%-M"),
+        ("5", "%-S"),
+    ];
+    let mut out = String::new();
+    let mut rest = layout;
+    'outer: while !rest.is_empty() {
+        if rest.starts_with("__2") || rest.starts_with(".9") || rest.starts_with(",0") {
+            return None;
+        }
+        for (go, strf) in MAP {
+            if let Some(after) = rest.strip_prefix(go) {
+                out.push_str(strf);
+                rest = after;
+                continue 'outer;
+            }
+        }
+        let mut chars = rest.chars();
+        match chars.next() {
+            Some('%') => out.push_str("%%"),
+            Some(c) => out.push(c),
+            None => {}
+        }
+        rest = chars.as_str();
+    }
+    Some(out)
+}
+
 fn element(out: &mut String, t: &DateTime<Local>, el: &str, offset: i32) {
     let hour12 = match t.hour() % 12 {
         0 => 12,
@@ -234,6 +293,19 @@ fn write_offset(out: &mut String, el: &str, offset: i32) -> std::fmt::Result {
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn layouts_as_strftime() {
+        assert_eq!(
+            to_strftime("2006-01-02T15:04:05Z07:00").as_deref(),
+            Some("%Y-%m-%dT%H:%M:%S%:z")
+        );
+        assert_eq!(
+            to_strftime("Jan 2, 2006 at 3:04pm (MST) 100%").as_deref(),
+            Some("%b %-d, %Y at %-I:%M%P (%Z) %-m00%%")
+        );
+        assert_eq!(to_strftime("05.999"), None);
+    }
 
     #[test]
     fn go_layouts() {

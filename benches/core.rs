@@ -1,5 +1,5 @@
 //! Core benchmarks (issue 3): one template over 10,000 keys (`gets` + loop),
-//! and the whole `--onetime` run of the real binary on a 10,000-key YAML file.
+//! in the Tera engine and in the Go engine (issue 14: Go <= 1.5x Tera), and the whole `--onetime` run of the real binary on a 10,000-key YAML file.
 //! Prints medians and p99 over repeated runs, the peak RSS of the onetime run
 //! and the binary's size. Run with `cargo bench --bench core`.
 
@@ -12,11 +12,13 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sidekick::render::{Renderer, View};
+use sidekick::render::{TemplateEngine, View};
 use sidekick_backend::KeyTree;
 
 const KEYS: usize = 10_000;
 const TEMPLATE: &str = "upstream app {\n{% for kv in gets(pattern=\"/app/upstreams/*\") %}    server {{ kv.value }}; # {{ kv.key | base }}\n{% endfor %}}\n";
+/// The same template in Go's syntax, as confd writes it.
+const GO_TEMPLATE: &str = "upstream app {\n{{range gets \"/app/upstreams/*\"}}    server {{.Value}}; # {{base .Key}}\n{{end}}}\n";
 
 fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -24,6 +26,7 @@ fn main() {
     std::fs::create_dir_all(root.join("conf.d")).expect("mkdir");
     std::fs::create_dir_all(root.join("templates")).expect("mkdir");
     std::fs::write(root.join("templates/big.tmpl"), TEMPLATE).expect("write template");
+    std::fs::write(root.join("templates/big-go.tmpl"), GO_TEMPLATE).expect("write template");
     let dest = root.join("out/big.conf");
     std::fs::write(
         root.join("conf.d/big.toml"),
@@ -42,14 +45,28 @@ fn main() {
     }
     std::fs::write(root.join("data.yaml"), &yaml).expect("write data");
 
-    bench_render(root, tree);
-    bench_onetime(root, &dest);
+    let tera = bench_render(root, &tree, TemplateEngine::Tera, "big.tmpl");
+    let go = bench_render(root, &tree, TemplateEngine::Go, "big-go.tmpl");
+    println!("  go / tera median: {:.2}x (target <= 1.5x)", go / tera);
+    bench_onetime(root, &dest, "tera");
+    // The same run with the Go template.
+    std::fs::write(
+        root.join("conf.d/big.toml"),
+        format!(
+            "[template]\nsrc = \"big-go.tmpl\"\ndest = \"{}\"\nkeys = [\"/app/upstreams\"]\nengine = \"go\"\n",
+            dest.display()
+        ),
+    )
+    .expect("write resource");
+    bench_onetime(root, &dest, "go");
 }
 
-fn bench_render(root: &Path, tree: KeyTree) {
-    let renderer = Renderer::new(&root.join("templates"), "big.tmpl").expect("template parses");
+/// Renders `src` with `engine` 200 times; returns the median in ms.
+fn bench_render(root: &Path, tree: &KeyTree, engine: TemplateEngine, src: &str) -> f64 {
+    let renderer =
+        sidekick::render::load(engine, &root.join("templates"), src).expect("template parses");
     let view = Arc::new(View {
-        keys: Arc::new(tree),
+        keys: Arc::new(tree.clone()),
         prefix: "/".into(),
         visible: vec!["/app/upstreams".into()],
         catalog: None,
@@ -65,10 +82,16 @@ fn bench_render(root: &Path, tree: KeyTree) {
         times.push(start.elapsed());
         std::hint::black_box(out);
     }
-    report("render 10,000 keys (gets + loop)", &mut times);
+    report(
+        &format!(
+            "render 10,000 keys (gets + loop), {} engine",
+            engine.as_str()
+        ),
+        &mut times,
+    )
 }
 
-fn bench_onetime(root: &Path, dest: &Path) {
+fn bench_onetime(root: &Path, dest: &Path, engine: &str) {
     let bin = env!("CARGO_BIN_EXE_sidekick");
     let mut times = Vec::new();
     for _ in 0..50 {
@@ -84,7 +107,10 @@ fn bench_onetime(root: &Path, dest: &Path) {
         times.push(start.elapsed());
         assert!(status.success(), "sidekick --onetime failed");
     }
-    report("--onetime, 10,000-key YAML, write included", &mut times);
+    report(
+        &format!("--onetime, 10,000-key YAML, write included, {engine} engine"),
+        &mut times,
+    );
     let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
         .expect("getrusage");
     println!(
@@ -100,7 +126,8 @@ fn bench_onetime(root: &Path, dest: &Path) {
     }
 }
 
-fn report(what: &str, times: &mut [Duration]) {
+/// Prints median, p99 and min; returns the median in ms.
+fn report(what: &str, times: &mut [Duration]) -> f64 {
     times.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     let p99 = times[(times.len() * 99 / 100).min(times.len() - 1)];
@@ -111,4 +138,5 @@ fn report(what: &str, times: &mut [Duration]) {
         ms(times[0]),
         times.len()
     );
+    ms(times[times.len() / 2])
 }

@@ -103,6 +103,52 @@ pub(crate) struct ConnectionOptions {
     )]
     #[serde(alias = "node")]
     pub nodes: Vec<String>,
+    /// Find the nodes in this SRV record (`_etcd-client._tcp.example.com`) when
+    /// no --node is given, as confd's -srv-record
+    #[arg(long, env = "SIDEKICK_SRV_RECORD", value_name = "NAME")]
+    #[serde(alias = "srv-record")]
+    pub srv_record: Option<String>,
+    /// Find the nodes in the SRV record `_BACKEND._tcp.DOMAIN` when no --node is
+    /// given, as confd's -srv-domain
+    #[arg(long, env = "SIDEKICK_SRV_DOMAIN", value_name = "DOMAIN")]
+    #[serde(alias = "srv-domain")]
+    pub srv_domain: Option<String>,
+    /// URL scheme of nodes found by SRV record: http or https [default: http]
+    #[arg(long, env = "SIDEKICK_SCHEME", value_name = "SCHEME")]
+    pub scheme: Option<String>,
+}
+
+#[cfg(any(feature = "etcd", feature = "consul", feature = "rancher"))]
+impl ConnectionOptions {
+    /// `--node`, or when none is given and `--srv-record`/`--srv-domain` is,
+    /// the targets of that SRV record as `SCHEME://TARGET:PORT` (confd's
+    /// rule; the record for `--srv-domain D` is `_BACKEND._tcp.D.`).
+    fn resolve(&self, backend: &str) -> Result<Vec<String>, BuildError> {
+        if !self.nodes.is_empty() {
+            return Ok(self.nodes.clone());
+        }
+        let record = match (&self.srv_record, &self.srv_domain) {
+            (Some(r), _) => r.clone(),
+            (None, Some(d)) => format!("_{backend}._tcp.{d}."),
+            (None, None) => return Ok(Vec::new()),
+        };
+        let scheme = self.scheme.as_deref().unwrap_or("http");
+        let records =
+            crate::dns::lookup_srv("", "", &record).map_err(|e| BuildError::Settings {
+                message: format!("{backend}: cannot look up the nodes in SRV record {record}: {e}"),
+            })?;
+        if records.is_empty() {
+            return Err(BuildError::Settings {
+                message: format!("{backend}: SRV record {record} has no targets"),
+            });
+        }
+        let nodes: Vec<String> = records
+            .iter()
+            .map(|r| format!("{scheme}://{}:{}", r.target, r.port))
+            .collect();
+        tracing::info!(record = %record, nodes = ?nodes, "backend nodes from SRV record");
+        Ok(nodes)
+    }
 }
 
 /// Client certificates and the CA to check the backend with (etcd, Consul).
@@ -120,7 +166,7 @@ pub(crate) struct TlsOptions {
     pub client_key: Option<PathBuf>,
     /// CA certificate(s) (PEM) to verify the backend with
     #[arg(long, env = "SIDEKICK_CLIENT_CA_KEYS", value_name = "FILE")]
-    #[serde(alias = "client-ca-keys")]
+    #[serde(alias = "client-ca-keys", alias = "client_cakeys")]
     pub client_ca_keys: Option<PathBuf>,
 }
 
@@ -223,7 +269,7 @@ pub(crate) fn build(settings: &Settings) -> Result<Arc<dyn Backend>, BuildError>
         #[cfg(feature = "etcd")]
         "etcdv3" | "etcd" => Ok(Arc::new(
             EtcdBackend::new(EtcdConfig {
-                endpoints: options.connection.nodes.clone(),
+                endpoints: options.connection.resolve(&settings.backend)?,
                 username: options.etcd.username.clone(),
                 password: options.etcd.password.clone(),
                 client_cert: options.tls.client_cert.clone(),
@@ -235,7 +281,7 @@ pub(crate) fn build(settings: &Settings) -> Result<Arc<dyn Backend>, BuildError>
         #[cfg(feature = "consul")]
         "consul" => Ok(Arc::new(
             ConsulBackend::new(ConsulConfig {
-                nodes: options.connection.nodes.clone(),
+                nodes: options.connection.resolve("consul")?,
                 token: options.consul.auth_token.clone(),
                 datacenter: options.consul.datacenter.clone(),
                 ca_file: options.tls.client_ca_keys.clone(),
@@ -247,7 +293,7 @@ pub(crate) fn build(settings: &Settings) -> Result<Arc<dyn Backend>, BuildError>
         #[cfg(feature = "rancher")]
         "rancher" => Ok(Arc::new(
             RancherBackend::new(RancherConfig {
-                node: options.connection.nodes.first().cloned(),
+                node: options.connection.resolve("rancher")?.first().cloned(),
             })
             .and_then(|b| b.with_self_container(options.rancher.self_container.clone()))
             .map_err(|e| settings_error("rancher", e))?,
@@ -280,5 +326,50 @@ fn settings_error(backend: &str, e: sidekick_backend::BackendError) -> BuildErro
         } else {
             format!("{backend}: {message}")
         },
+    }
+}
+
+#[cfg(all(test, any(feature = "etcd", feature = "consul", feature = "rancher")))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nodes_from_an_srv_record_as_confd_builds_them() {
+        let given = ConnectionOptions {
+            nodes: vec!["http://n:1".into()],
+            srv_domain: Some("example.com".into()),
+            ..ConnectionOptions::default()
+        };
+        assert_eq!(given.resolve("etcd").unwrap(), ["http://n:1"]);
+        assert!(ConnectionOptions::default()
+            .resolve("etcd")
+            .unwrap()
+            .is_empty());
+
+        let server = crate::dns::tests::spawn_srv_server();
+        std::env::set_var(crate::dns::SERVER_ENV, server.to_string());
+        let srv = ConnectionOptions {
+            srv_record: Some("_etcd-client._tcp.example.com.".into()),
+            scheme: Some("https".into()),
+            ..ConnectionOptions::default()
+        };
+        assert_eq!(
+            srv.resolve("etcdv3").unwrap(),
+            [
+                "https://web1.example.com.:8080",
+                "https://web2.example.com.:8081"
+            ]
+        );
+        let domain = ConnectionOptions {
+            srv_domain: Some("example.com".into()),
+            ..ConnectionOptions::default()
+        };
+        assert_eq!(
+            domain.resolve("etcd").unwrap(),
+            [
+                "http://web1.example.com.:8080",
+                "http://web2.example.com.:8081"
+            ]
+        );
     }
 }

@@ -28,9 +28,51 @@ pub(crate) fn command() -> clap::Command {
 /// Parses the process's arguments, printing help, version or a usage error
 /// and exiting as clap does. The matches go to [`Settings::load`].
 pub(crate) fn parse() -> (Cli, ArgMatches) {
-    let matches = command().get_matches();
+    let cmd = command();
+    let args = confd_style_flags(&cmd, std::env::args_os());
+    let matches = cmd.get_matches_from(args);
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     (cli, matches)
+}
+
+/// Go's flag syntax, as confd's command lines use it: a long flag with one
+/// dash (`-onetime`, `-confdir=/etc/confd`, `-node http://...`) becomes the
+/// same flag with two, when sidekick has a flag of that name. Nothing after a
+/// `--` (a child's command) is touched, nor anything else.
+pub(crate) fn confd_style_flags<I>(cmd: &clap::Command, args: I) -> Vec<std::ffi::OsString>
+where
+    I: IntoIterator<Item = std::ffi::OsString>,
+{
+    let mut longs: Vec<&str> = cmd.get_arguments().filter_map(|a| a.get_long()).collect();
+    for sub in cmd.get_subcommands() {
+        longs.extend(sub.get_arguments().filter_map(|a| a.get_long()));
+    }
+    let mut after_separator = false;
+    args.into_iter()
+        .map(|arg| {
+            if after_separator {
+                return arg;
+            }
+            let Some(text) = arg.to_str() else {
+                return arg;
+            };
+            if text == "--" {
+                after_separator = true;
+                return arg;
+            }
+            match text.strip_prefix('-') {
+                Some(rest) if !rest.starts_with('-') && rest.len() > 1 => {
+                    let name = rest.split_once('=').map_or(rest, |(n, _)| n);
+                    if longs.contains(&name) {
+                        tracing::debug!(flag = text, "confd-style flag read as --{rest}");
+                        return format!("--{rest}").into();
+                    }
+                    arg
+                }
+                _ => arg,
+            }
+        })
+        .collect()
 }
 
 /// What to run; without a subcommand sidekick renders (once, by polling or by
@@ -53,6 +95,13 @@ pub(crate) enum Command {
     },
     /// Serve a Rancher-metadata-compatible API from a YAML answers file (--file).
     MetadataServer,
+    /// Write a copy of the confdir with its Go (confd) templates converted to
+    /// Tera; what has no Tera form is left as a comment naming its line.
+    Convert {
+        /// Where the converted confdir goes [default: CONFDIR.tera]
+        #[arg(long, value_name = "DIR")]
+        out: Option<std::path::PathBuf>,
+    },
 }
 
 /// How `exec` (and `dev -- CMD`) run the child.
@@ -75,4 +124,63 @@ pub(crate) struct ExecArgs {
 pub(crate) enum LogFormat {
     Text,
     Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rewrite(args: &[&str]) -> Vec<String> {
+        confd_style_flags(&command(), args.iter().map(|a| (*a).into()))
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn single_dash_long_flags_are_accepted_as_confd_writes_them() {
+        assert_eq!(
+            rewrite(&[
+                "sidekick",
+                "-onetime",
+                "-confdir=/c",
+                "-backend",
+                "env",
+                "-h"
+            ]),
+            [
+                "sidekick",
+                "--onetime",
+                "--confdir=/c",
+                "--backend",
+                "env",
+                "-h"
+            ]
+        );
+        assert_eq!(
+            rewrite(&[
+                "sidekick",
+                "exec",
+                "-kill-timeout",
+                "1s",
+                "--",
+                "sh",
+                "-onetime"
+            ]),
+            [
+                "sidekick",
+                "exec",
+                "--kill-timeout",
+                "1s",
+                "--",
+                "sh",
+                "-onetime"
+            ]
+        );
+        assert_eq!(rewrite(&["sidekick", "-nosuch"]), ["sidekick", "-nosuch"]);
+        let m = command()
+            .try_get_matches_from(rewrite(&["sidekick", "-onetime", "-template-engine", "go"]))
+            .unwrap();
+        assert_eq!(m.get_one::<bool>("onetime"), Some(&true));
+    }
 }

@@ -31,6 +31,7 @@ use serde::Deserialize;
 use crate::backend::BackendOptions;
 use crate::cli::LogFormat;
 use crate::debounce::Wait;
+use crate::render::TemplateEngine;
 
 /// Everything a run needs: the core settings here, each backend's in its
 /// group under `backends`. Not `Debug`: the groups hold passwords and tokens,
@@ -96,6 +97,11 @@ pub(crate) struct Settings {
     #[arg(long, env = "SIDEKICK_LOG_FORMAT", value_name = "FORMAT")]
     #[serde(alias = "log-format")]
     pub log_format: LogFormat,
+    /// Template language of resources that name none in `engine`: go (confd's
+    /// templates unchanged) or tera [default: tera]
+    #[arg(long, env = "SIDEKICK_TEMPLATE_ENGINE", value_name = "ENGINE")]
+    #[serde(alias = "template-engine")]
+    pub template_engine: TemplateEngine,
     /// Each backend's settings, one group (and `--help` heading) per backend;
     /// their keys are read by `BackendOptions::read`.
     #[command(flatten)]
@@ -123,6 +129,7 @@ impl Default for Settings {
             keep_stage_file: false,
             log_level: "info".to_string(),
             log_format: LogFormat::Text,
+            template_engine: TemplateEngine::Tera,
             backends: BackendOptions::default(),
         }
     }
@@ -152,9 +159,14 @@ impl Settings {
         settings.update_from_arg_matches(matches)?;
         // Flags and environment alone say where the file is; a confdir the
         // file names applies from then on.
+        // Without --config-file: CONFDIR/sidekick.toml, else confd's
+        // CONFDIR/confd.toml, when there.
         let path = match &settings.config_file {
             Some(path) => Some(path.clone()),
-            None => Some(settings.confdir.join("sidekick.toml")).filter(|p| p.exists()),
+            None => ["sidekick.toml", "confd.toml"]
+                .iter()
+                .map(|name| settings.confdir.join(name))
+                .find(|p| p.exists()),
         };
         if let Some(path) = path {
             settings = Settings::read_file(&path)?;
@@ -193,7 +205,54 @@ impl Settings {
         let mut file = SettingsFile::new(text);
         let mut settings: Settings = file.read();
         settings.backends = BackendOptions::read(&mut file);
-        file.finish(settings)
+        let confd: ConfdOnlyKeys = file.read();
+        let settings = file.finish(settings)?;
+        confd.warn();
+        Ok(settings)
+    }
+}
+
+/// Keys of confd's `confd.toml` that sidekick has no setting for: the ones of
+/// backends it does not have (Vault, DynamoDB, Redis), `basic_auth` (etcd
+/// and Consul take `username`/`password` as given), `client_insecure` (TLS
+/// is always checked) and `filter`. They are accepted, so that a confd.toml
+/// loads unchanged, and each set one is named in a warning.
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct ConfdOnlyKeys {
+    auth_type: Option<toml::Value>,
+    basic_auth: Option<toml::Value>,
+    client_insecure: Option<toml::Value>,
+    table: Option<toml::Value>,
+    separator: Option<toml::Value>,
+    app_id: Option<toml::Value>,
+    user_id: Option<toml::Value>,
+    role_id: Option<toml::Value>,
+    secret_id: Option<toml::Value>,
+    path: Option<toml::Value>,
+    filter: Option<toml::Value>,
+}
+
+impl ConfdOnlyKeys {
+    fn warn(&self) {
+        let set = [
+            ("auth_type", &self.auth_type),
+            ("basic_auth", &self.basic_auth),
+            ("client_insecure", &self.client_insecure),
+            ("table", &self.table),
+            ("separator", &self.separator),
+            ("app_id", &self.app_id),
+            ("user_id", &self.user_id),
+            ("role_id", &self.role_id),
+            ("secret_id", &self.secret_id),
+            ("path", &self.path),
+            ("filter", &self.filter),
+        ];
+        for (key, value) in set {
+            if value.is_some() {
+                tracing::warn!(key, "confd setting has no effect in sidekick; ignored");
+            }
+        }
     }
 }
 
@@ -456,6 +515,38 @@ mod tests {
         }
         // `config_file` is where the file is, not a setting in it.
         assert!(Settings::from_toml("config_file = \"x\"\n").is_err());
+    }
+
+    /// The example of confd's configuration guide, unchanged.
+    #[cfg(feature = "etcd")]
+    #[test]
+    fn confd_toml_from_confds_docs_loads() {
+        let text = "backend = \"etcd\"\nclient_cert = \"/etc/confd/ssl/client.crt\"\nclient_key = \"/etc/confd/ssl/client.key\"\nconfdir = \"/etc/confd\"\nlog-level = \"debug\"\ninterval = 600\nnodes = [\n  \"http://127.0.0.1:4001\",\n]\nnoop = false\nprefix = \"/production\"\nscheme = \"https\"\nsrv_domain = \"etcd.example.com\"\n";
+        let s = Settings::from_toml(text).unwrap();
+        assert_eq!(s.backend, "etcd");
+        assert_eq!(s.prefix, "/production");
+        assert_eq!(s.log_level, "debug");
+        assert_eq!(s.backends.connection.nodes, ["http://127.0.0.1:4001"]);
+        assert_eq!(s.backends.connection.scheme.as_deref(), Some("https"));
+        assert_eq!(
+            s.backends.connection.srv_domain.as_deref(),
+            Some("etcd.example.com")
+        );
+        for key in [
+            "srv_record = \"_etcd-client._tcp.example.com\"",
+            "client_cakeys = \"/ca.pem\"",
+            "sync-only = true",
+            "watch = true",
+            "basic_auth = true",
+            "filter = \"*\"",
+            "auth_type = \"token\"",
+            "template_engine = \"go\"",
+        ] {
+            Settings::from_toml(&format!("{key}\n")).unwrap_or_else(|e| panic!("{key}: {e}"));
+        }
+        let s = Settings::from_toml("template_engine = \"go\"\n").unwrap();
+        assert_eq!(s.template_engine, TemplateEngine::Go);
+        assert!(Settings::from_toml("template_engine = \"jinja\"\n").is_err());
     }
 
     #[test]

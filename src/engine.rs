@@ -153,6 +153,7 @@ impl Engine {
             prefix: &self.settings.prefix,
             wait: self.settings.wait,
             exec: self.telling.exec,
+            engine: self.settings.template_engine,
         };
         for file in files {
             match Resource::load(&file, &ctx) {

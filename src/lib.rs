@@ -7,6 +7,7 @@ mod backend;
 mod cli;
 mod command;
 mod config;
+mod convert;
 mod debounce;
 mod dev;
 mod diff;
@@ -71,6 +72,14 @@ fn real_main(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<u8> {
                     .await?;
                 Ok::<u8, anyhow::Error>(0)
             });
+        }
+        Some(Command::Convert { out }) => {
+            let out = out.unwrap_or_else(|| {
+                let mut name = settings.confdir.clone().into_os_string();
+                name.push(".tera");
+                name.into()
+            });
+            return convert::run(&settings.confdir, &out);
         }
         #[cfg(not(feature = "rancher"))]
         Some(Command::MetadataServer) => {

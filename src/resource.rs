@@ -12,7 +12,7 @@ use toml::Spanned;
 
 use crate::debounce::{parse_duration, Wait};
 use crate::reload::{parse_signal, Target};
-use crate::render::{RenderError, Renderer};
+use crate::render::{RenderError, Renderer, TemplateEngine};
 
 /// The `[template]` table of a resource file, as written.
 #[derive(Debug, Deserialize)]
@@ -47,6 +47,72 @@ struct TemplateSection {
     #[serde(default)]
     restart: bool,
     kill_signal: Option<Spanned<SignalSpec>>,
+    /// `"go"` or `"tera"`: overrides `--template-engine` for this resource.
+    engine: Option<Spanned<String>>,
+}
+
+/// The fields of a `[template]` table, as written in lower case; confd's TOML
+/// decoder also takes `Src`, `DEST`, ... (Go's `strings.EqualFold`).
+const FIELDS: &[&str] = &[
+    "src",
+    "dest",
+    "keys",
+    "prefix",
+    "mode",
+    "uid",
+    "gid",
+    "owner",
+    "check_cmd",
+    "reload_cmd",
+    "output_format",
+    "reload_signal",
+    "pid_file",
+    "process",
+    "wait",
+    "min_reload_interval",
+    "restart",
+    "kill_signal",
+    "engine",
+];
+
+/// `text` with every bare key at the start of a line (and the `[template]`
+/// header) that is one of [`FIELDS`] in another case written in lower case,
+/// as confd's decoder matches them. Byte offsets stay the same, so errors
+/// still point at the right line.
+pub(crate) fn fold_field_case(text: &str) -> std::borrow::Cow<'_, str> {
+    let mut out: Option<String> = None;
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let indent = line.len() - line.trim_start().len();
+        let rest = &line[indent..];
+        let (start, word) = if let Some(inner) = rest.strip_prefix('[') {
+            let w: &str = &inner[..inner.find(']').unwrap_or(0)];
+            (indent + 1, w.trim())
+        } else {
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+                .unwrap_or(rest.len());
+            let after = rest[end..].trim_start();
+            if end == 0 || !after.starts_with('=') {
+                (indent, "")
+            } else {
+                (indent, &rest[..end])
+            }
+        };
+        let lower = word.to_ascii_lowercase();
+        let known = FIELDS.contains(&lower.as_str()) || lower == "template";
+        if !word.is_empty() && known && word != lower {
+            let s = out.get_or_insert_with(|| text.to_string());
+            // Same length: ASCII case only.
+            let at = offset + start + (line[start..].find(word).unwrap_or(0));
+            s.replace_range(at..at + word.len(), &lower);
+        }
+        offset += line.len();
+    }
+    match out {
+        Some(s) => std::borrow::Cow::Owned(s),
+        None => std::borrow::Cow::Borrowed(text),
+    }
 }
 
 /// A signal as written: a name ("SIGHUP", "HUP") or a number.
@@ -73,6 +139,8 @@ pub(crate) struct LoadContext<'a> {
     pub prefix: &'a str,
     pub wait: Option<Wait>,
     pub exec: bool,
+    /// `--template-engine`, for resources that name none.
+    pub engine: TemplateEngine,
 }
 
 /// A format the rendered output must parse as.
@@ -111,7 +179,7 @@ pub(crate) struct Resource {
     pub kill_signal: Signal,
     /// The template (or an include) calls `service()` or `services()`.
     pub uses_catalog: bool,
-    pub renderer: Renderer,
+    pub renderer: Box<dyn Renderer>,
 }
 
 /// Why a resource file was rejected. Display names the file, and the line and
@@ -149,12 +217,31 @@ impl ResourceError {
     }
 }
 
-/// The `conf.d/*.toml` files in `confd_dir`, sorted by name.
+/// The `*.toml` files in `confd_dir` and, as confd reads them, in its
+/// subdirectories, sorted by path.
 pub(crate) fn resource_files(confd_dir: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(confd_dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.is_file())
-        .collect();
+    let mut files = Vec::new();
+    let mut dirs = vec![confd_dir.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            // A subdirectory that vanished or cannot be read is skipped; the
+            // top one must be there.
+            Err(e) if dir != confd_dir => {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot read conf.d subdirectory");
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        for entry in entries.filter_map(Result::ok) {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|x| x == "toml") && path.is_file() {
+                files.push(path);
+            }
+        }
+    }
     files.sort();
     Ok(files)
 }
@@ -173,7 +260,7 @@ impl Resource {
             line: span.map_or(1, |s| line_of(&text, s.start)),
             message,
         };
-        let parsed: ResourceFile = toml::from_str(&text)
+        let parsed: ResourceFile = toml::from_str(&fold_field_case(&text))
             .map_err(|e| invalid(e.span(), e.message().trim_end().to_string()))?;
         let t = parsed.template;
 
@@ -300,13 +387,21 @@ impl Resource {
             None => vec![prefix.clone()],
             Some(keys) => keys.iter().map(|k| join_prefix(&prefix, k)).collect(),
         };
-        let renderer = Renderer::new(templates_dir, t.src.get_ref()).map_err(|source| {
-            ResourceError::Template {
-                file: file.to_path_buf(),
-                src: t.src.get_ref().clone(),
-                source,
-            }
-        })?;
+        let engine = match &t.engine {
+            None => ctx.engine,
+            Some(e) => e
+                .get_ref()
+                .parse()
+                .map_err(|m| invalid(Some(e.span()), format!("field `engine`: {m}")))?,
+        };
+        let renderer =
+            crate::render::load(engine, templates_dir, t.src.get_ref()).map_err(|source| {
+                ResourceError::Template {
+                    file: file.to_path_buf(),
+                    src: t.src.get_ref().clone(),
+                    source,
+                }
+            })?;
         Ok(Resource {
             file: file.to_path_buf(),
             name: file.file_name().map_or_else(
@@ -367,8 +462,22 @@ mod tests {
             prefix: "/prod",
             wait: None,
             exec: false,
+            engine: TemplateEngine::Tera,
         };
         Resource::load(&file, &ctx).unwrap().visible
+    }
+
+    #[test]
+    fn field_names_match_in_any_case_as_confds_decoder() {
+        let text = "[Template]\nSrc = \"a\"\n  DEST = \"b\" # Src = x\nKeys = [\n  \"Src = 1\",\n]\ncheck_cmd = \"Mode = 1\"\nBogus = 1\n";
+        assert_eq!(
+            fold_field_case(text),
+            "[template]\nsrc = \"a\"\n  dest = \"b\" # Src = x\nkeys = [\n  \"Src = 1\",\n]\ncheck_cmd = \"Mode = 1\"\nBogus = 1\n"
+        );
+        assert!(matches!(
+            fold_field_case("[template]\nsrc = \"a\"\n"),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 
     #[test]

@@ -122,7 +122,8 @@ fn json_toml_and_directory_data() {
     let dir = Dir::new();
     dir.write("data.d/a.json", r#"{"db": {"host": "h", "ports": [1, 2]}}"#);
     dir.write("data.d/b.toml", "[cache]\nsize = 3\nenabled = true\n");
-    dir.write("data.d/c.yml", "app:\n  name: n\n");
+    // Not a lone `n`: that is YAML 1.1's false, as confd reads it.
+    dir.write("data.d/c.yml", "app:\n  name: nina\n");
     dir.write("data.d/notes.txt", "not data");
     dir.simple(
         "app",
@@ -133,7 +134,7 @@ fn json_toml_and_directory_data() {
         .args(["--onetime", "--file"])
         .arg(dir.path("data.d"))
         .run();
-    assert_eq!(dir.read("out/app.conf"), "h 1,2 3 true n");
+    assert_eq!(dir.read("out/app.conf"), "h 1,2 3 true nina");
 }
 
 #[test]

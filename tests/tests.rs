@@ -13,6 +13,7 @@
 mod harness;
 
 // One module per area; keep the list sorted.
+mod confd;
 #[cfg(feature = "consul")]
 mod consul;
 mod dev;

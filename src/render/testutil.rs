@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use sidekick_backend::{Catalog, KeyTree};
 
+use super::go::GoRenderer;
+use super::tera::TeraRenderer;
 use super::{Renderer, View};
 
 /// A temporary templates directory holding `files` (`(relative path, content)`).
@@ -45,7 +47,7 @@ pub(crate) fn view_with_catalog(keys: &[(&str, &str)], catalog: Catalog) -> Arc<
 
 /// Renders `src` in `dir` with every key visible and no prefix; panics on error.
 pub(crate) fn render_one(dir: &Path, src: &str, keys: &[(&str, &str)]) -> String {
-    let r = Renderer::new(dir, src).unwrap_or_else(|e| panic!("load: {e}"));
+    let r = TeraRenderer::new(dir, src).unwrap_or_else(|e| panic!("load: {e}"));
     r.render(view(keys, "/", &["/"]))
         .unwrap_or_else(|e| panic!("render: {e}"))
 }
@@ -53,7 +55,7 @@ pub(crate) fn render_one(dir: &Path, src: &str, keys: &[(&str, &str)]) -> String
 /// Renders the template text `tpl` with `view`, returning Tera's result.
 pub(crate) fn try_render_view(tpl: &str, view: Arc<View>) -> Result<String, String> {
     let dir = dir_with(&[("t.tmpl", tpl)]);
-    let r = Renderer::new(dir.path(), "t.tmpl").map_err(|e| e.to_string())?;
+    let r = TeraRenderer::new(dir.path(), "t.tmpl").map_err(|e| e.to_string())?;
     r.render(view).map_err(|e| e.to_string())
 }
 
@@ -65,4 +67,21 @@ pub(crate) fn try_render(tpl: &str, keys: &[(&str, &str)]) -> Result<String, Str
 /// Like [`try_render`], panicking on error.
 pub(crate) fn render(tpl: &str, keys: &[(&str, &str)]) -> String {
     try_render(tpl, keys).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Renders the Go template text `tpl` with `view`.
+pub(crate) fn try_render_go_view(tpl: &str, view: Arc<View>) -> Result<String, String> {
+    let dir = dir_with(&[("t.tmpl", tpl)]);
+    let r = GoRenderer::new(dir.path(), "t.tmpl").map_err(|e| e.to_string())?;
+    r.render(view).map_err(|e| e.to_string())
+}
+
+/// Renders the Go template text `tpl` over `keys` (no prefix, all visible).
+pub(crate) fn try_render_go(tpl: &str, keys: &[(&str, &str)]) -> Result<String, String> {
+    try_render_go_view(tpl, view(keys, "/", &["/"]))
+}
+
+/// Like [`try_render_go`], panicking on error.
+pub(crate) fn render_go(tpl: &str, keys: &[(&str, &str)]) -> String {
+    try_render_go(tpl, keys).unwrap_or_else(|e| panic!("{e}"))
 }

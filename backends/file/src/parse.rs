@@ -553,6 +553,27 @@ t: 2001-12-14t21:59:43.10-05:00\nmulti: |\n  line one\n  line two\n";
     }
 
     #[test]
+    fn yaml_scalars_as_confd_reads_them_in_flow_collections_too() {
+        let text = "a: yes\nb: on\nc: 0755\nd: 1e3\ne: ~\nf: 'yes'\ng: 1.50\nh: .inf\ni: NO\nj: [yes, 0755, ~, n]\n";
+        assert_eq!(
+            sorted(keys(Format::Yaml, text)),
+            pairs(&[
+                ("/a", "true"),
+                ("/b", "true"),
+                ("/c", "493"),
+                ("/d", "1000"),
+                ("/f", "yes"),
+                ("/g", "1.5"),
+                ("/h", "+Inf"),
+                ("/i", "false"),
+                ("/j/0", "true"),
+                ("/j/1", "493"),
+                ("/j/3", "false"),
+            ])
+        );
+    }
+
+    #[test]
     fn yaml_keys_tags_and_aliases() {
         let text =
             "t: !custom {x: 1}\nu: !!str 12\n? 1.5\n: float key\ntrue: bool key\non: on key\n\

@@ -339,16 +339,28 @@ impl<'a> Exec<'a> {
         let first = &cmd.args[0];
         let has_args = cmd.args.len() > 1 || fin.is_some();
         match first {
-            Arg::Field { pos, idents } => self.field_chain(dot, *pos, first, idents, has_args),
+            Arg::Field { pos, idents } => {
+                if has_args {
+                    if let Some(v) = self.method(dot, dot, *pos, idents, cmd, &fin)? {
+                        return Ok(v);
+                    }
+                }
+                self.field_chain(dot, *pos, first, idents, has_args)
+            }
             Arg::Variable { pos, name, idents } => {
                 if idents.is_empty() {
                     self.not_a_function(cmd, &fin)?;
                 }
-                let v = self.var(*pos, first, name)?;
+                let v = self.var(*pos, first, name)?.clone();
                 if idents.is_empty() {
-                    return Ok(v.clone());
+                    return Ok(v);
                 }
-                self.field_chain(v, *pos, first, idents, has_args)
+                if has_args {
+                    if let Some(r) = self.method(dot, &v, *pos, idents, cmd, &fin)? {
+                        return Ok(r);
+                    }
+                }
+                self.field_chain(&v, *pos, first, idents, has_args)
             }
             Arg::Chain { pos, node, fields } => {
                 if let Arg::Nil(_) = **node {
@@ -359,6 +371,11 @@ impl<'a> Exec<'a> {
                     ));
                 }
                 let recv = self.eval_arg(dot, node)?;
+                if has_args {
+                    if let Some(r) = self.method(dot, &recv, *pos, fields, cmd, &fin)? {
+                        return Ok(r);
+                    }
+                }
                 self.field_chain(&recv, *pos, first, fields, has_args)
             }
             Arg::Func { pos, name, func } => {
@@ -383,6 +400,47 @@ impl<'a> Exec<'a> {
             .find(|(n, _)| *n == name)
             .map(|(_, v)| v)
             .ok_or_else(|| self.error(pos, node, format!("undefined variable: {name}")))
+    }
+
+    /// A method call: `.A.B arg...` where `.A` is a map whose `B` is a
+    /// function (how a host gives values methods, such as a time's
+    /// `.Format`). `None` when the chain does not end at a function, so the
+    /// caller reports the field as Go does.
+    fn method(
+        &mut self,
+        dot: &Value,
+        receiver: &Value,
+        pos: usize,
+        idents: &'a [Box<str>],
+        cmd: &'a Command,
+        fin: &Option<Value>,
+    ) -> R<Option<Value>> {
+        let Some((last, path)) = idents.split_last() else {
+            return Ok(None);
+        };
+        let first = &cmd.args[0];
+        let recv = self.field_chain(receiver, pos, first, path, false)?;
+        let f = match &recv {
+            Value::Map(m) => match m.get(&**last) {
+                Some(Value::Func(f)) => f.clone(),
+                _ => return Ok(None),
+            },
+            _ => return Ok(None),
+        };
+        let mut argv = Vec::with_capacity(cmd.args.len());
+        for a in &cmd.args[1..] {
+            argv.push(self.eval_arg(dot, a)?.into_arg());
+        }
+        if let Some(v) = fin {
+            argv.push(v.clone().into_arg());
+        }
+        (f.0)(&argv).map(Some).map_err(|e| {
+            self.error(
+                cmd.pos,
+                &cmd.to_string(),
+                format!("error calling {last}: {e}"),
+            )
+        })
     }
 
     /// Looks up `.A.B...` on `receiver`.

@@ -276,6 +276,15 @@ fn fmt_value(out: &mut String, spec: &Spec, verb: char, v: &Value, depth: usize)
             out.push(']');
         }
         Value::Map(m) => {
+            // A map with a `String` function prints as Go prints a value with
+            // a String method (fmt's Stringer), for %v and %s.
+            if let (Some(Value::Func(f)), 'v' | 's') = (m.get("String"), verb) {
+                if let Ok(Value::String(text)) = (f.0)(&[]) {
+                    let text = text.to_string();
+                    fmt_string(out, spec, verb, &text, &Value::from(text.as_str()));
+                    return;
+                }
+            }
             out.push_str("map[");
             for (n, (k, item)) in m.iter().enumerate() {
                 if n > 0 {

@@ -38,6 +38,7 @@
 
 #![warn(missing_docs)]
 
+pub mod ast;
 mod error;
 mod exec;
 mod format;

@@ -896,3 +896,37 @@ upstream {{getv "/app/name"}} {
         "template: x.tmpl:2:2: executing \"x.tmpl\" at <getv \"/nope\">: error calling getv: key does not exist: /nope"
     );
 }
+
+#[test]
+fn methods_and_stringers_of_host_values() {
+    // A map holding functions acts as a value with methods: `.Format "x"`
+    // calls its `Format` with the arguments (and a piped value); a `String`
+    // function is how it prints, as fmt's Stringer.
+    let t = Value::map([
+        (
+            "Format",
+            Value::Func(Function::new(|a: &[Value]| {
+                Ok(Value::from(format!("fmt({})", a.len())))
+            })),
+        ),
+        (
+            "String",
+            Value::Func(Function::new(|_: &[Value]| Ok(Value::from("T!")))),
+        ),
+    ]);
+    let data = Value::map([("T", t)]);
+    let run = |src: &str| Template::parse("t", src).unwrap().execute(&data).unwrap();
+    assert_eq!(run("{{.T.Format \"x\"}}"), "fmt(1)");
+    assert_eq!(run("{{\"y\" | .T.Format \"x\"}}"), "fmt(2)");
+    assert_eq!(run("{{$t := .T}}{{$t.Format 1}}"), "fmt(1)");
+    assert_eq!(
+        run("{{.T}} {{printf \"%v|%s\" .T .T}} {{print .T}}"),
+        "T! T!|T! T!"
+    );
+    let err = Template::parse("t", "{{.T.String.X 1}}")
+        .unwrap()
+        .execute(&data)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("can't evaluate field X"), "{err}");
+}

@@ -1,145 +1,25 @@
-//! Template functions, named as in confd so templates port one-to-one: key
-//! lookups (`getv`, `get`, `gets`, `getvs`, `exists`, `ls`, `lsdir`), the
+//! Tera's template functions, named as in confd so templates port one-to-one:
+//! key lookups (`getv`, `get`, `gets`, `getvs`, `exists`, `ls`, `lsdir`), the
 //! environment (`getenv`, `fileExists`, `hostname`, `datetime`), DNS
 //! (`lookupIP`, `lookupSRV`), `seq`, and the service catalog (`services`,
-//! `service`).
-//!
-//! Key arguments are relative to the resource's prefix and results have it
-//! stripped, as in confd; every lookup only sees keys under the prefixes the
-//! resource declared (a key outside them is "not found").
+//! `service`). What each one means lives in [`crate::render::confd`]; here
+//! are only Tera's named arguments and values.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::ToSocketAddrs;
-use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+use std::sync::Arc;
 
-use sidekick_backend::{join_prefix, minimal_prefixes, normalize_key, Catalog, KeyTree};
 use tera::{Error, Kwargs, State, Tera, TeraResult, Value};
 
 use super::args::Args;
-use super::View;
-
-/// Upper bound on the length of a `seq` list, so a typo cannot exhaust memory.
-const MAX_SEQ_LEN: i64 = 100_000;
+use crate::render::confd::{self, FuncError, Scope, Slot};
 
 /// Default `datetime` format: RFC 3339 to the second, local time.
 const DEFAULT_DATETIME_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%:z";
 
-/// Where the functions of one [`super::Renderer`] find the view of the render in
-/// progress; `None` between renders.
-pub(super) type Slot = Arc<RwLock<Option<Arc<Scope>>>>;
-
-/// One render's view, plus the part of the key tree it may see, built on first use.
-pub(super) struct Scope {
-    view: Arc<View>,
-    /// The view's prefix, normalized once for every key this render strips.
-    prefix: String,
-    visible: OnceLock<Arc<KeyTree>>,
-}
-
-impl Scope {
-    /// Wraps the view of one render.
-    pub(super) fn new(view: Arc<View>) -> Scope {
-        Scope {
-            prefix: normalize_key(&view.prefix),
-            view,
-            visible: OnceLock::new(),
-        }
-    }
-
-    /// The keys under the resource's declared prefixes (the whole tree, shared,
-    /// when it holds no other keys).
-    fn tree(&self) -> &KeyTree {
-        self.visible.get_or_init(|| {
-            let outer = minimal_prefixes(&self.view.visible);
-            let seen: usize = outer.iter().map(|p| self.view.keys.under(p).count()).sum();
-            // Usually the tree holds only what this resource sees: share it.
-            if seen == self.view.keys.len() {
-                return Arc::clone(&self.view.keys);
-            }
-            let tree: KeyTree = outer
-                .iter()
-                .flat_map(|prefix| self.view.keys.under(prefix))
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
-            Arc::new(tree)
-        })
-    }
-
-    /// The absolute key for `key` as written in the template.
-    fn absolute(&self, key: &str) -> String {
-        join_prefix(&self.view.prefix, key)
-    }
-
-    /// `abs` without the resource's prefix, as templates see keys.
-    fn relative<'a>(&self, abs: &'a str) -> &'a str {
-        if self.prefix == "/" {
-            return abs;
-        }
-        match abs.strip_prefix(self.prefix.as_str()) {
-            Some("") => "/",
-            Some(rest) if rest.starts_with('/') => rest,
-            _ => abs,
-        }
-    }
-
-    /// The value of `key` (as written), if visible.
-    fn lookup(&self, key: &str) -> Option<&str> {
-        self.tree().get(&self.absolute(key))
-    }
-
-    /// The error for a key that is not visible, saying where it was looked for.
-    fn not_found(&self, key: &str) -> Error {
-        let abs = self.absolute(key);
-        let mut msg = format!("key not found: {}", normalize_key(key));
-        if normalize_key(&self.view.prefix) != "/" {
-            let _ = write!(msg, " (looked up as {abs})");
-        }
-        if self.view.keys.get(&abs).is_some() {
-            let _ = write!(
-                msg,
-                "; {abs} exists but is outside this resource's keys ({}): add it to `keys`",
-                self.view.visible.join(", ")
-            );
-        }
-        Error::message(msg)
-    }
-
-    /// The catalog, or the error explaining that this backend has none.
-    fn catalog(&self, what: &str) -> TeraResult<&Catalog> {
-        self.view.catalog.as_deref().ok_or_else(|| {
-            Error::message(format!(
-                "backend {} has no service catalog ({what}() needs consul, kubernetes, rancher, or the file backend with --services-file)",
-                self.view.backend
-            ))
-        })
-    }
-}
-
-/// Makes `scope` the current one until the returned guard is dropped.
-pub(super) fn enter(slot: &Slot, scope: Scope) -> ScopeGuard<'_> {
-    *slot.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(scope));
-    ScopeGuard { slot }
-}
-
-/// Clears the slot when a render ends, so the view's tree is not kept alive.
-pub(super) struct ScopeGuard<'a> {
-    slot: &'a Slot,
-}
-
-impl Drop for ScopeGuard<'_> {
-    fn drop(&mut self) {
-        *self.slot.write().unwrap_or_else(PoisonError::into_inner) = None;
-    }
-}
-
-fn current(slot: &Slot) -> TeraResult<Arc<Scope>> {
-    slot.read()
-        .unwrap_or_else(PoisonError::into_inner)
-        .clone()
-        .ok_or_else(|| {
-            Error::message("no keys to read: template functions only work during a render")
-        })
+/// A shared function's error as Tera's, prefixed with the function's name.
+fn fail(what: &str) -> impl Fn(FuncError) -> Error + '_ {
+    move |e| Error::message(format!("{what}: {e}"))
 }
 
 /// Registers every function; the key and catalog functions read `slot`.
@@ -148,7 +28,7 @@ pub(super) fn register(tera: &mut Tera, slot: &Slot) {
         ($name:literal, $f:path) => {{
             let slot = Arc::clone(slot);
             tera.register_function($name, move |kwargs: Kwargs, _: &State| {
-                let scope: Arc<Scope> = current(&slot)?;
+                let scope: Arc<Scope> = confd::current(&slot).map_err(|e| Error::message(e.0))?;
                 $f(&scope, &kwargs)
             });
         }};
@@ -165,10 +45,28 @@ pub(super) fn register(tera: &mut Tera, slot: &Slot) {
     tera.register_function("getenv", getenv);
     tera.register_function("fileExists", file_exists);
     tera.register_function("lookupIP", lookup_ip);
+    tera.register_function("lookupIPV4", |k, s: &State| {
+        lookup_ip_family(k, s, "lookupIPV4", '.')
+    });
+    tera.register_function("lookupIPV6", |k, s: &State| {
+        lookup_ip_family(k, s, "lookupIPV6", ':')
+    });
     tera.register_function("lookupSRV", lookup_srv);
     tera.register_function("seq", seq);
     tera.register_function("datetime", datetime);
     tera.register_function("hostname", hostname);
+    for op in ["add", "sub", "mul", "div", "mod"] {
+        tera.register_function(op, move |kwargs: Kwargs, _: &State| arith(op, &kwargs));
+    }
+}
+
+/// confd's integer `add`, `sub`, `mul`, `div`, `mod` (`div(a=-7, b=2)` is
+/// -3 and `mod(a=-7, b=2)` -1, truncating as Go does; Tera's own `//` and `%`
+/// floor).
+fn arith(op: &'static str, kwargs: &Kwargs) -> TeraResult<Value> {
+    let args = Args::new(op, kwargs, &["a", "b"])?;
+    let (a, b) = (args.req_int("a")?, args.req_int("b")?);
+    Ok(confd::arith(op, a, b).map_err(fail(op))?.into())
 }
 
 /// `{key, value}`, the shape of confd's KVPair.
@@ -189,59 +87,49 @@ fn getv(scope: &Scope, kwargs: &Kwargs) -> TeraResult<Value> {
     match (scope.lookup(key), args.value("default")?) {
         (Some(v), _) => Ok(Value::from(v)),
         (None, Some(default)) => Ok(default.clone()),
-        (None, None) => Err(scope.not_found(key)),
+        (None, None) => Err(Error::message(scope.not_found(key).0)),
     }
 }
 
 fn get(scope: &Scope, kwargs: &Kwargs) -> TeraResult<Value> {
     let key = Args::new("get", kwargs, &["key"])?.req_str("key")?;
-    match scope.lookup(key) {
-        Some(v) => Ok(kv(&normalize_key(key), v)),
-        None => Err(scope.not_found(key)),
-    }
-}
-
-fn matches<'s>(
-    scope: &'s Scope,
-    what: &'static str,
-    kwargs: &Kwargs,
-) -> TeraResult<Vec<(&'s str, &'s str)>> {
-    let pattern = Args::new(what, kwargs, &["pattern"])?.req_str("pattern")?;
-    Ok(scope.tree().glob(&scope.absolute(pattern)))
+    let (key, value) = scope.get(key).map_err(|e| Error::message(e.0))?;
+    Ok(kv(key, value))
 }
 
 fn gets(scope: &Scope, kwargs: &Kwargs) -> TeraResult<Value> {
-    let found = matches(scope, "gets", kwargs)?;
-    Ok(found
+    let pattern = Args::new("gets", kwargs, &["pattern"])?.req_str("pattern")?;
+    Ok(scope
+        .gets(pattern)
         .into_iter()
-        .map(|(k, v)| kv(scope.relative(k), v))
+        .map(|(k, v)| kv(k, v))
         .collect::<Vec<_>>()
         .into())
 }
 
 fn getvs(scope: &Scope, kwargs: &Kwargs) -> TeraResult<Value> {
-    let found = matches(scope, "getvs", kwargs)?;
-    Ok(found.into_iter().map(|(_, v)| v).collect::<Vec<_>>().into())
+    let pattern = Args::new("getvs", kwargs, &["pattern"])?.req_str("pattern")?;
+    Ok(scope.getvs(pattern).into())
 }
 
 fn exists(scope: &Scope, kwargs: &Kwargs) -> TeraResult<Value> {
     let key = Args::new("exists", kwargs, &["key"])?.req_str("key")?;
-    Ok(scope.lookup(key).is_some().into())
+    Ok(scope.exists(key).into())
 }
 
 fn ls(scope: &Scope, kwargs: &Kwargs) -> TeraResult<Value> {
     let path = Args::new("ls", kwargs, &["path"])?.req_str("path")?;
-    Ok(scope.tree().ls(&scope.absolute(path)).into())
+    Ok(scope.ls(path).into())
 }
 
 fn lsdir(scope: &Scope, kwargs: &Kwargs) -> TeraResult<Value> {
     let path = Args::new("lsdir", kwargs, &["path"])?.req_str("path")?;
-    Ok(scope.tree().lsdir(&scope.absolute(path)).into())
+    Ok(scope.lsdir(path).into())
 }
 
 fn services(scope: &Scope, kwargs: &Kwargs) -> TeraResult<Value> {
     Args::new("services", kwargs, &[])?;
-    Ok(scope.catalog("services")?.services().into())
+    Ok(scope.services().map_err(|e| Error::message(e.0))?.into())
 }
 
 fn service(scope: &Scope, kwargs: &Kwargs) -> TeraResult<Value> {
@@ -249,7 +137,9 @@ fn service(scope: &Scope, kwargs: &Kwargs) -> TeraResult<Value> {
     let name = args.req_str("name")?;
     let tag = args.str("tag")?;
     let passing = args.bool("passing")?.unwrap_or(true);
-    let instances = scope.catalog("service")?.service(name, tag, passing);
+    let instances = scope
+        .service(name, tag, passing)
+        .map_err(|e| Error::message(e.0))?;
     instances
         .into_iter()
         .map(Value::try_from_serializable)
@@ -261,23 +151,35 @@ fn getenv(kwargs: Kwargs, _: &State) -> TeraResult<Value> {
     let args = Args::new("getenv", &kwargs, &["name", "default"])?;
     let name = args.req_str("name")?;
     match std::env::var(name) {
-        Ok(v) => Ok(v.into()),
-        Err(_) => Ok(args.value("default")?.cloned().unwrap_or_else(|| "".into())),
+        Ok(v) if !v.is_empty() => Ok(v.into()),
+        // Unset or empty: the default, as confd.
+        _ => Ok(args.value("default")?.cloned().unwrap_or_else(|| "".into())),
     }
 }
 
 fn file_exists(kwargs: Kwargs, _: &State) -> TeraResult<Value> {
     let path = Args::new("fileExists", &kwargs, &["path"])?.req_str("path")?;
-    Ok(std::path::Path::new(path).exists().into())
+    Ok(confd::file_exists(path).into())
 }
 
 fn lookup_ip(kwargs: Kwargs, _: &State) -> TeraResult<Value> {
     let name = Args::new("lookupIP", &kwargs, &["name"])?.req_str("name")?;
-    let addrs = (name, 0u16)
-        .to_socket_addrs()
-        .map_err(|e| Error::message(format!("lookupIP: cannot resolve `{name}`: {e}")))?;
-    let ips: BTreeSet<String> = addrs.map(|a| a.ip().to_string()).collect();
-    Ok(ips.into_iter().collect::<Vec<_>>().into())
+    Ok(confd::lookup_ip(name).map_err(fail("lookupIP"))?.into())
+}
+
+fn lookup_ip_family(
+    kwargs: Kwargs,
+    _: &State,
+    what: &'static str,
+    mark: char,
+) -> TeraResult<Value> {
+    let name = Args::new(what, &kwargs, &["name"])?.req_str("name")?;
+    let ips = confd::lookup_ip(name).map_err(fail(what))?;
+    Ok(ips
+        .into_iter()
+        .filter(|ip| ip.contains(mark))
+        .collect::<Vec<_>>()
+        .into())
 }
 
 fn lookup_srv(kwargs: Kwargs, _: &State) -> TeraResult<Value> {
@@ -285,8 +187,7 @@ fn lookup_srv(kwargs: Kwargs, _: &State) -> TeraResult<Value> {
     let service = args.str("service")?.unwrap_or("");
     let proto = args.str("proto")?.unwrap_or("");
     let name = args.req_str("name")?;
-    let records = crate::dns::lookup_srv(service, proto, name)
-        .map_err(|e| Error::message(format!("lookupSRV: {e}")))?;
+    let records = confd::lookup_srv(service, proto, name).map_err(fail("lookupSRV"))?;
     Ok(records
         .into_iter()
         .map(|r| {
@@ -304,12 +205,7 @@ fn lookup_srv(kwargs: Kwargs, _: &State) -> TeraResult<Value> {
 fn seq(kwargs: Kwargs, _: &State) -> TeraResult<Value> {
     let args = Args::new("seq", &kwargs, &["start", "end"])?;
     let (start, end) = (args.req_int("start")?, args.req_int("end")?);
-    if end >= start && end.abs_diff(start) >= MAX_SEQ_LEN as u64 {
-        return Err(Error::message(format!(
-            "seq: {start}..{end} has more than {MAX_SEQ_LEN} numbers"
-        )));
-    }
-    Ok((start..=end).collect::<Vec<i64>>().into())
+    Ok(confd::seq(start, end).map_err(fail("seq"))?.into())
 }
 
 fn datetime(kwargs: Kwargs, _: &State) -> TeraResult<Value> {
@@ -324,10 +220,7 @@ fn datetime(kwargs: Kwargs, _: &State) -> TeraResult<Value> {
 
 fn hostname(kwargs: Kwargs, _: &State) -> TeraResult<Value> {
     Args::new("hostname", &kwargs, &[])?;
-    let name = nix::unistd::gethostname().map_err(|e| Error::message(format!("hostname: {e}")))?;
-    name.into_string()
-        .map(Value::from)
-        .map_err(|_| Error::message("hostname: the host name is not valid UTF-8"))
+    Ok(confd::hostname().map_err(fail("hostname"))?.into())
 }
 
 #[cfg(test)]
@@ -355,7 +248,15 @@ mod tests {
     #[test]
     fn getv_reads_relative_to_prefix() {
         assert_eq!(with_prefix("{{ getv(key=\"/db/host\") }}").unwrap(), "db1");
-        assert_eq!(with_prefix("{{ getv(key=\"db//host/\") }}").unwrap(), "db1");
+        // Keys are matched exactly, as confd's store does: a spelling other
+        // than the clean one finds nothing.
+        let err = with_prefix("{{ getv(key=\"db//host/\") }}").unwrap_err();
+        assert!(
+            err.contains(
+                "key not found: db//host/ (keys are matched exactly, as in confd: write /db/host)"
+            ),
+            "{err}"
+        );
         assert_eq!(
             with_prefix("{{ getv(key=\"/db/user\", default=\"postgres\") }}").unwrap(),
             "postgres"
@@ -553,6 +454,19 @@ mod tests {
         let err = try_render("{{ seq(start=\"1\", end=2) }}", &[]).unwrap_err();
         assert!(
             err.contains("seq: argument `start` must be an integer"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn integer_arithmetic_truncates_as_go() {
+        assert_eq!(
+            render("{{ div(a=-7, b=2) }} {{ mod(a=-7, b=2) }} {{ add(a=1, b=2) }} {{ sub(a=1, b=2) }} {{ mul(a=3, b=4) }}", &[]),
+            "-3 -1 3 -1 12"
+        );
+        let err = try_render("{{ div(a=1, b=0) }}", &[]).unwrap_err();
+        assert!(
+            err.contains("div: runtime error: integer divide by zero"),
             "{err}"
         );
     }

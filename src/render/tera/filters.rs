@@ -7,10 +7,10 @@
 //! Tera's built-in filters stay available; ours replace a built-in of the same
 //! name (`reverse`), since Tera keeps the last filter registered under a name.
 
-use base64::Engine as _;
 use tera::{Error, Kwargs, State, Tera, TeraResult, Value};
 
 use super::args::Args;
+use crate::render::confd::{self, go_base, go_dir};
 
 /// Registers every filter.
 pub(super) fn register(tera: &mut Tera) {
@@ -43,57 +43,6 @@ fn input<'v>(what: &str, value: &'v Value) -> TeraResult<&'v str> {
 fn plain<'v>(what: &'static str, value: &'v Value, kwargs: &Kwargs) -> TeraResult<&'v str> {
     Args::new(what, kwargs, &[])?;
     input(what, value)
-}
-
-/// Go's `path.Clean`: shortest equivalent slash-separated path.
-fn go_clean(path: &str) -> String {
-    if path.is_empty() {
-        return ".".to_string();
-    }
-    let rooted = path.starts_with('/');
-    let mut parts: Vec<&str> = Vec::new();
-    for segment in path.split('/') {
-        match segment {
-            "" | "." => {}
-            ".." => {
-                if parts.last().is_some_and(|p| *p != "..") {
-                    parts.pop();
-                } else if !rooted {
-                    parts.push("..");
-                }
-            }
-            s => parts.push(s),
-        }
-    }
-    let joined = parts.join("/");
-    if rooted {
-        format!("/{joined}")
-    } else if joined.is_empty() {
-        ".".to_string()
-    } else {
-        joined
-    }
-}
-
-/// Go's `path.Base`: the last element, `.` for an empty path, `/` for slashes only.
-fn go_base(path: &str) -> &str {
-    if path.is_empty() {
-        return ".";
-    }
-    let trimmed = path.trim_end_matches('/');
-    if trimmed.is_empty() {
-        return "/";
-    }
-    trimmed.rsplit('/').next().unwrap_or(trimmed)
-}
-
-/// Go's `path.Dir`: everything but the last element, cleaned.
-fn go_dir(path: &str) -> String {
-    let dir = match path.rfind('/') {
-        Some(i) => &path[..=i],
-        None => "",
-    };
-    go_clean(dir)
 }
 
 fn base(value: Value, kwargs: Kwargs, _: &State) -> TeraResult<Value> {
@@ -148,20 +97,14 @@ fn json_array(value: Value, kwargs: Kwargs, _: &State) -> TeraResult<Value> {
 }
 
 fn base64_encode(value: Value, kwargs: Kwargs, _: &State) -> TeraResult<Value> {
-    let text = plain("base64Encode", &value, &kwargs)?;
-    Ok(base64::engine::general_purpose::STANDARD
-        .encode(text)
-        .into())
+    Ok(confd::base64_encode(plain("base64Encode", &value, &kwargs)?).into())
 }
 
 fn base64_decode(value: Value, kwargs: Kwargs, _: &State) -> TeraResult<Value> {
     let text = plain("base64Decode", &value, &kwargs)?;
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(text)
-        .map_err(|e| Error::message(format!("base64Decode: invalid base64: {e}")))?;
-    String::from_utf8(bytes)
+    confd::base64_decode(text)
         .map(Value::from)
-        .map_err(|_| Error::message("base64Decode: the decoded bytes are not UTF-8 text"))
+        .map_err(|e| Error::message(format!("base64Decode: {e}")))
 }
 
 fn parse_bool(value: Value, kwargs: Kwargs, _: &State) -> TeraResult<Value> {
@@ -195,11 +138,11 @@ fn trim_prefix(value: Value, kwargs: Kwargs, _: &State) -> TeraResult<Value> {
 }
 
 fn to_upper(value: Value, kwargs: Kwargs, _: &State) -> TeraResult<Value> {
-    Ok(plain("toUpper", &value, &kwargs)?.to_uppercase().into())
+    Ok(confd::go_to_upper(plain("toUpper", &value, &kwargs)?).into())
 }
 
 fn to_lower(value: Value, kwargs: Kwargs, _: &State) -> TeraResult<Value> {
-    Ok(plain("toLower", &value, &kwargs)?.to_lowercase().into())
+    Ok(confd::go_to_lower(plain("toLower", &value, &kwargs)?).into())
 }
 
 fn contains(value: Value, kwargs: Kwargs, _: &State) -> TeraResult<Value> {
@@ -241,7 +184,7 @@ fn sort_by_length(value: Value, kwargs: Kwargs, _: &State) -> TeraResult<Value> 
             })
         })
         .collect::<TeraResult<_>>()?;
-    items.sort_by(|a, b| (a.len(), a).cmp(&(b.len(), b)));
+    confd::sort_by_len(&mut items, |s| s.len());
     Ok(items.into())
 }
 
@@ -260,7 +203,7 @@ fn sort_kv_by_length(value: Value, kwargs: Kwargs, _: &State) -> TeraResult<Valu
                 })
         })
         .collect::<TeraResult<_>>()?;
-    items.sort_by(|(a, _), (b, _)| (a.len(), a).cmp(&(b.len(), b)));
+    confd::sort_by_len(&mut items, |(k, _)| k.len());
     Ok(items
         .into_iter()
         .map(|(_, v)| v.clone())
@@ -270,7 +213,6 @@ fn sort_kv_by_length(value: Value, kwargs: Kwargs, _: &State) -> TeraResult<Valu
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::render::testutil::{render, try_render};
 
     fn r(tpl: &str) -> String {
@@ -279,26 +221,6 @@ mod tests {
 
     fn err(tpl: &str) -> String {
         try_render(tpl, &[]).unwrap_err()
-    }
-
-    #[test]
-    fn go_path_semantics() {
-        for (input, want_dir, want_base) in [
-            ("/a/b", "/a", "b"),
-            ("a", ".", "a"),
-            ("/a", "/", "a"),
-            ("", ".", "."),
-            ("/", "/", "/"),
-            ("a/b/", "a/b", "b"),
-            ("//a//b//", "/a/b", "b"),
-            ("a/../b/c", "b", "c"),
-            ("../x/y", "../x", "y"),
-            ("/../x", "/", "x"),
-        ] {
-            assert_eq!(go_dir(input), want_dir, "dir {input:?}");
-            assert_eq!(go_base(input), want_base, "base {input:?}");
-        }
-        assert_eq!(go_clean("a/./b/../../.."), "..");
     }
 
     #[test]
@@ -393,8 +315,9 @@ mod tests {
     #[test]
     fn case_filters() {
         assert_eq!(
-            r("{{ \"MiXé\" | toUpper }} {{ \"MiXÉ\" | toLower }}"),
-            "MIXÉ mixé"
+            r("{{ \"MiXé ß\" | toUpper }} {{ \"MiXÉ\" | toLower }}"),
+            // Go's strings.ToUpper: `ß` has no one-character upper case.
+            "MIXÉ ß mixé"
         );
     }
 
@@ -433,7 +356,8 @@ mod tests {
     fn sort_by_length_then_text() {
         assert_eq!(
             r("{{ [\"ccc\", \"b\", \"aa\", \"a\", \"bb\"] | sortByLength | join(sep=\",\") }}"),
-            "a,b,aa,bb,ccc"
+            // Stable, as confd's: equal lengths keep their order.
+            "b,a,aa,bb,ccc"
         );
         assert!(
             err("{{ [1] | sortByLength }}").contains("sortByLength: expected a list of strings")
@@ -460,6 +384,12 @@ mod tests {
         );
         assert!(err("{{ [\"x\"] | sortKVByLength }}")
             .contains("sortKVByLength: expected a list of {key, value}"));
+    }
+
+    #[test]
+    fn confd_semantics_tera_already_has() {
+        // Go's strings.Split of "" is [""].
+        assert_eq!(r("{{ \"\" | split(pat=\",\") | length }}"), "1");
     }
 
     #[test]

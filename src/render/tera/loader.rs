@@ -121,7 +121,7 @@ pub(super) fn load(dir: &Path, src: &str) -> Result<Loaded, RenderError> {
 
 /// The path `name` designates relative to the templates directory, with `.` and
 /// `..` resolved; an error when it is empty, absolute, or climbs out.
-fn relative(name: &str) -> Result<PathBuf, String> {
+pub(super) fn relative(name: &str) -> Result<PathBuf, String> {
     let mut out = PathBuf::new();
     for component in Path::new(name).components() {
         match component {

@@ -332,8 +332,8 @@ impl TestCommand {
         self
     }
 
-    /// Runs to completion (killing it after [`TIMEOUT`] × 3) and captures output.
-    pub fn output(&mut self) -> Output {
+    /// Starts the binary with its output captured.
+    fn start(&mut self) -> (String, Child, Capture, Capture) {
         let shown = self.shown.join(" ");
         let mut child = self
             .cmd
@@ -343,6 +343,12 @@ impl TestCommand {
             .unwrap_or_else(|e| panic!("spawn {shown}: {e}"));
         let stdout = Capture::start(child.stdout.take().expect("stdout"));
         let stderr = Capture::start(child.stderr.take().expect("stderr"));
+        (shown, child, stdout, stderr)
+    }
+
+    /// Runs to completion (killing it after [`TIMEOUT`] × 3) and captures output.
+    pub fn output(&mut self) -> Output {
+        let (shown, mut child, stdout, stderr) = self.start();
         let deadline = Instant::now() + TIMEOUT * 3;
         let status = loop {
             if let Some(status) = child.try_wait().expect("wait for sidekick") {
@@ -385,15 +391,7 @@ impl TestCommand {
     /// Starts the binary and returns at once; the child is stopped when the
     /// returned [`Running`] is dropped.
     pub fn spawn(&mut self) -> Running {
-        let shown = self.shown.join(" ");
-        let mut child = self
-            .cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {shown}: {e}"));
-        let stdout = Capture::start(child.stdout.take().expect("stdout"));
-        let stderr = Capture::start(child.stderr.take().expect("stderr"));
+        let (shown, child, stdout, stderr) = self.start();
         Running {
             child: Some(child),
             stdout,

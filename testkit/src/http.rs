@@ -88,6 +88,23 @@ impl Connection {
     }
 }
 
+/// Reads a chunked body (`Transfer-Encoding: chunked`) up to its last chunk.
+pub fn read_chunked(reader: &mut impl BufRead) -> io::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let mut size = String::new();
+        reader.read_line(&mut size)?;
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        let mut chunk = vec![0; n + 2];
+        reader.read_exact(&mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+    Ok(body)
+}
+
 /// Reads one answer: a `Content-Length` or chunked body, else up to the close.
 fn read_response(reader: &mut BufReader<TcpStream>) -> io::Result<Response> {
     let mut line = String::new();
@@ -116,17 +133,7 @@ fn read_response(reader: &mut BufReader<TcpStream>) -> io::Result<Response> {
         .get("transfer-encoding")
         .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
     {
-        loop {
-            let mut size = String::new();
-            reader.read_line(&mut size)?;
-            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-            let mut chunk = vec![0; n + 2];
-            reader.read_exact(&mut chunk)?;
-            if n == 0 {
-                break;
-            }
-            body.extend_from_slice(&chunk[..n]);
-        }
+        body = read_chunked(reader)?;
     } else if let Some(len) = headers
         .get("content-length")
         .and_then(|v| v.parse::<usize>().ok())

@@ -88,6 +88,25 @@ impl Connection {
     }
 }
 
+/// Reads header lines up to the blank line that ends them, names lowercased.
+/// `false` with the headers read so far when the stream ends first.
+pub fn read_headers(reader: &mut impl BufRead) -> io::Result<(BTreeMap<String, String>, bool)> {
+    let mut headers = BTreeMap::new();
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h)? == 0 {
+            return Ok((headers, false));
+        }
+        let h = h.trim_end();
+        if h.is_empty() {
+            return Ok((headers, true));
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+        }
+    }
+}
+
 /// Reads a chunked body (`Transfer-Encoding: chunked`) up to its last chunk.
 pub fn read_chunked(reader: &mut impl BufRead) -> io::Result<Vec<u8>> {
     let mut body = Vec::new();
@@ -114,20 +133,7 @@ fn read_response(reader: &mut BufReader<TcpStream>) -> io::Result<Response> {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| io::Error::other(format!("bad status line {line:?}")))?;
-    let mut headers = BTreeMap::new();
-    loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h)? == 0 {
-            break;
-        }
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
-        }
-    }
+    let (headers, _complete) = read_headers(reader)?;
     let mut body = Vec::new();
     if headers
         .get("transfer-encoding")

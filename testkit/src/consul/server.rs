@@ -420,7 +420,7 @@ struct Request {
     method: String,
     path: String,
     query: BTreeMap<String, String>,
-    headers: HashMap<String, String>,
+    headers: BTreeMap<String, String>,
     body: Vec<u8>,
 }
 
@@ -499,19 +499,9 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> std::io::Result<Option<Req
     let (Some(method), Some(target)) = (parts.next(), parts.next()) else {
         return Ok(None);
     };
-    let mut headers = HashMap::new();
-    loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h)? == 0 {
-            return Ok(None);
-        }
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
-        }
+    let (headers, complete) = crate::http::read_headers(reader)?;
+    if !complete {
+        return Ok(None);
     }
     let mut body = Vec::new();
     if let Some(len) = headers

@@ -50,6 +50,7 @@ fn lookup<'v>(vars: &'v [(&str, Value)], dot: &'v Value, pipe: &Pipe) -> Option<
                 Some(v) => cur = v,
                 None => return Some(&NO_VALUE),
             },
+            Value::Struct(st) => cur = st.field(name)?,
             Value::NoValue => return Some(&NO_VALUE),
             _ => return None,
         }
@@ -468,6 +469,23 @@ impl<'a> Exec<'a> {
                         None => return Ok(Value::NoValue),
                     }
                 }
+                Value::Struct(st) => match st.field(name) {
+                    Some(_) if has_args && i == idents.len() - 1 => {
+                        return Err(self.error(
+                            pos,
+                            node,
+                            format!("{name} is not a method but has arguments"),
+                        ));
+                    }
+                    Some(v) => cur = v,
+                    None => {
+                        return Err(self.error(
+                            pos,
+                            node,
+                            format!("can't evaluate field {name} in type {}", st.type_name),
+                        ))
+                    }
+                },
                 Value::NoValue => return Ok(Value::NoValue),
                 Value::Nil => {
                     return Err(self.error(

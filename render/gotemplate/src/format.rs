@@ -296,6 +296,21 @@ fn fmt_value(out: &mut String, spec: &Spec, verb: char, v: &Value, depth: usize)
             }
             out.push(']');
         }
+        Value::Struct(st) => {
+            // `{v1 v2}`; `%+v` names the fields: `{Key:v1 Value:v2}`.
+            out.push('{');
+            for (n, (name, item)) in st.names.iter().zip(st.values.iter()).enumerate() {
+                if n > 0 {
+                    out.push(' ');
+                }
+                if spec.plus && verb == 'v' {
+                    out.push_str(name);
+                    out.push(':');
+                }
+                fmt_value(out, spec, verb, item, depth + 1);
+            }
+            out.push('}');
+        }
         Value::Func(_) => bad_verb(out, verb, &Value::from("func")),
     }
 }

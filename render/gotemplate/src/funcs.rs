@@ -225,6 +225,8 @@ fn eq(arg1: &Value, others: &[Value]) -> Result<bool, String> {
                 (Value::Float(a), Value::Float(b)) => a == b,
                 (Value::String(a), Value::String(b)) => a == b,
                 _ if k1 == BasicKind::Invalid => true,
+                // Structs of the same type compare field by field, as Go's `==`.
+                (Value::Struct(a), Value::Struct(b)) if a.type_name == b.type_name => a == b,
                 (_, v) => {
                     return Err(format!("non-comparable type {v}: {}", v.type_name()));
                 }

@@ -52,7 +52,7 @@ mod tests;
 
 pub use error::Error;
 pub use funcs::Funcs;
-pub use value::{FuncImpl, Function, Value};
+pub use value::{FuncImpl, Function, Struct, Value};
 
 use parse::{is_empty_tree, Tree};
 use std::collections::HashMap;

@@ -930,3 +930,34 @@ fn methods_and_stringers_of_host_values() {
         .to_string();
     assert!(err.contains("can't evaluate field X"), "{err}");
 }
+
+/// A struct shaped like confd's `memkv.KVPair`.
+fn pair(key: &str, value: &str) -> Value {
+    Value::from(crate::Struct {
+        type_name: "memkv.KVPair",
+        names: &["Key", "Value"],
+        values: Box::new([Value::from(key), Value::from(value)]),
+    })
+}
+
+#[test]
+fn exec_structs() {
+    let data = Value::map([
+        ("P", pair("/a", "1")),
+        ("Q", pair("/a", "1")),
+        ("R", pair("/b", "2")),
+    ]);
+    assert_eq!(ok("{{.P.Key}}={{.P.Value}}", &data), "/a=1");
+    assert_eq!(ok("{{.P}}", &data), "{/a 1}");
+    assert_eq!(ok("{{printf \"%+v\" .P}}", &data), "{Key:/a Value:1}");
+    assert_eq!(ok("{{printf \"%T\" .P}}", &data), "memkv.KVPair");
+    assert_eq!(ok("{{with .P}}{{.Key}}{{end}}", &data), "/a");
+    assert_eq!(ok("{{eq .P .Q}} {{eq .P .R}}", &data), "true false");
+    let e = render("{{.P.Nope}}", &data).unwrap_err().to_string();
+    assert!(
+        e.contains("can't evaluate field Nope in type memkv.KVPair"),
+        "{e}"
+    );
+    let e = render("{{len .P}}", &data).unwrap_err().to_string();
+    assert!(e.contains("len of type memkv.KVPair"), "{e}");
+}

@@ -59,8 +59,32 @@ pub enum Value {
     /// A map with string keys (Go's `map[string]interface{}`); `.Key` on a
     /// map looks up `"Key"`.
     Map(Arc<BTreeMap<String, Value>>),
+    /// A Go struct (confd's `memkv.KVPair`): fields by name, printed as
+    /// `{v1 v2}`. Smaller than a map: one allocation per value.
+    Struct(Arc<Struct>),
     /// A function value, for `call`.
     Func(Function),
+}
+
+/// A Go struct value: its type's name and fields, and the fields' values.
+///
+/// The names are the type's (`&'static`), so a value holds only its fields.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Struct {
+    /// The Go type name, as `%T` and error messages print it (`memkv.KVPair`).
+    pub type_name: &'static str,
+    /// The field names, in declaration order.
+    pub names: &'static [&'static str],
+    /// One value per name.
+    pub values: Box<[Value]>,
+}
+
+impl Struct {
+    /// The value of field `name`, if the type has it.
+    pub fn field(&self, name: &str) -> Option<&Value> {
+        let i = self.names.iter().position(|n| *n == name)?;
+        self.values.get(i)
+    }
 }
 
 impl Value {
@@ -90,7 +114,7 @@ impl Value {
             Value::String(s) => !s.is_empty(),
             Value::List(l) => !l.is_empty(),
             Value::Map(m) => !m.is_empty(),
-            Value::Func(_) => true,
+            Value::Struct(_) | Value::Func(_) => true,
         }
     }
 
@@ -112,6 +136,7 @@ impl Value {
             Value::String(_) => "string",
             Value::List(_) => "[]interface {}",
             Value::Map(_) => "map[string]interface {}",
+            Value::Struct(s) => s.type_name,
             Value::Func(_) => "func(...interface {}) (interface {}, error)",
         }
     }
@@ -139,6 +164,7 @@ impl PartialEq for Value {
             (Value::String(a), Value::String(b)) => a == b,
             (Value::List(a), Value::List(b)) => a == b,
             (Value::Map(a), Value::Map(b)) => a == b,
+            (Value::Struct(a), Value::Struct(b)) => a == b,
             (Value::Func(a), Value::Func(b)) => Arc::ptr_eq(&a.0, &b.0),
             _ => false,
         }
@@ -204,6 +230,12 @@ impl From<Vec<Value>> for Value {
 impl From<BTreeMap<String, Value>> for Value {
     fn from(v: BTreeMap<String, Value>) -> Value {
         Value::Map(Arc::new(v))
+    }
+}
+
+impl From<Struct> for Value {
+    fn from(v: Struct) -> Value {
+        Value::Struct(Arc::new(v))
     }
 }
 

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use gotemplate::{Funcs, Value};
+use gotemplate::{Funcs, Struct, Value};
 use sidekick_backend::ServiceInstance;
 
 use crate::render::confd::{self, Scope, Slot};
@@ -117,12 +117,14 @@ fn list_of_str<S: AsRef<str>>(items: impl IntoIterator<Item = S>) -> Value {
     ))
 }
 
-/// confd's KVPair: `.Key` and `.Value`.
+/// confd's `memkv.KVPair`: `.Key` and `.Value`, printed as Go prints the
+/// struct (`{/key value}`).
 pub(crate) fn kv(key: &str, value: &str) -> Value {
-    let mut m = BTreeMap::new();
-    m.insert("Key".to_string(), Value::from(key));
-    m.insert("Value".to_string(), Value::from(value));
-    Value::Map(Arc::new(m))
+    Value::from(Struct {
+        type_name: "memkv.KVPair",
+        names: &["Key", "Value"],
+        values: Box::new([Value::from(key), Value::from(value)]),
+    })
 }
 
 /// A catalog instance with Go-style field names (`.Address`, `.Port`, ...).
@@ -410,7 +412,7 @@ pub(crate) fn funcs(slot: &Slot) -> Funcs {
         let mut keyed: Vec<(usize, Value)> = items
             .iter()
             .map(|v| match v {
-                Value::Map(m) => match m.get("Key") {
+                Value::Struct(st) => match st.field("Key") {
                     Some(Value::String(k)) => Ok((k.len(), v.clone())),
                     _ => Err(wrong_type("memkv.KVPair", v)),
                 },

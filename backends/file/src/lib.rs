@@ -17,6 +17,7 @@
 mod parse;
 mod read;
 mod watch;
+mod yaml;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -6,6 +6,8 @@ use std::path::Path;
 use serde::de::DeserializeOwned;
 use sidekick_backend::{normalize_key, BackendError, ServiceInstance};
 
+use crate::yaml;
+
 /// The formats a data or services file can be in, chosen by extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Format {
@@ -56,12 +58,20 @@ pub(crate) fn parse_keys(format: Format, text: &str, shown: &Path) -> Result<Pai
     Ok(flat.out)
 }
 
-/// YAML flattened while it is parsed, with no document tree.
+/// A YAML data file read as confd reads it ([`crate::yaml`]), then flattened.
 fn yaml_stream(flat: &mut Flattener, text: &str, shown: &Path) -> Result<(), BackendError> {
-    serde_saphyr::with_deserializer_from_str_with_options(text, yaml_options(), |document| {
-        serde::de::DeserializeSeed::deserialize(yaml::Node { flat }, document)
-    })
-    .map_err(|e| yaml_error(&e, shown))
+    match yaml::parse(text) {
+        Ok(Some(node)) => {
+            flat.yaml(node);
+            Ok(())
+        }
+        Ok(None) => Ok(()),
+        Err(e) if e.line == 0 => Err(BackendError::Invalid {
+            location: shown.display().to_string(),
+            message: e.message,
+        }),
+        Err(e) => Err(located(shown, e.line, e.column, e.message)),
+    }
 }
 
 /// How YAML plain scalars are read: as confd's parser (Go's yaml.v2, YAML
@@ -187,10 +197,6 @@ impl Flattener {
         self.out.push((normalize_key(&self.path), value));
     }
 
-    fn here(&self) -> String {
-        normalize_key(&self.path)
-    }
-
     /// Runs `visit` with `segment` appended to the current path.
     fn enter<R>(&mut self, segment: &str, visit: impl FnOnce(&mut Self) -> R) -> R {
         let len = self.path.len();
@@ -221,6 +227,26 @@ impl Flattener {
         }
     }
 
+    fn yaml(&mut self, node: yaml::Node) {
+        use yaml::Node as N;
+        match node {
+            N::Null => {}
+            N::Scalar(s) => self.leaf(s),
+            N::Seq(items) => {
+                for (i, item) in items.into_iter().enumerate() {
+                    self.enter(&i.to_string(), |f| f.yaml(item));
+                }
+            }
+            N::Map(map) => {
+                for (key, item) in map {
+                    self.enter(&key, |f| f.yaml(item));
+                }
+            }
+            // A copy only while another alias still shares it.
+            N::Shared(inner) => self.yaml(std::rc::Rc::unwrap_or_clone(inner)),
+        }
+    }
+
     fn toml(&mut self, value: toml::Value) {
         use toml::Value as V;
         match value {
@@ -240,194 +266,6 @@ impl Flattener {
                 }
             }
         }
-    }
-}
-
-/// YAML flattened straight from the parser's events (serde's visitor), skipping
-/// the document tree: a third of the time of a large file's load.
-mod yaml {
-    use std::collections::HashSet;
-    use std::fmt::{self, Write as _};
-
-    use serde::de::{self, DeserializeSeed, Deserializer, EnumAccess, VariantAccess, Visitor};
-
-    use super::{go_float, Flattener};
-
-    /// The value at the flattener's current path.
-    pub(super) struct Node<'f> {
-        pub(super) flat: &'f mut Flattener,
-    }
-
-    impl Node<'_> {
-        fn leaf<E>(self, value: String) -> Result<(), E> {
-            self.flat.leaf(value);
-            Ok(())
-        }
-    }
-
-    impl<'de> DeserializeSeed<'de> for Node<'_> {
-        type Value = ();
-
-        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-            d.deserialize_any(self)
-        }
-    }
-
-    impl<'de> Visitor<'de> for Node<'_> {
-        type Value = ();
-
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("any YAML value")
-        }
-
-        fn visit_bool<E>(self, v: bool) -> Result<(), E> {
-            self.leaf(v.to_string())
-        }
-        fn visit_i64<E>(self, v: i64) -> Result<(), E> {
-            self.leaf(v.to_string())
-        }
-        fn visit_u64<E>(self, v: u64) -> Result<(), E> {
-            self.leaf(v.to_string())
-        }
-        fn visit_i128<E>(self, v: i128) -> Result<(), E> {
-            self.leaf(v.to_string())
-        }
-        fn visit_u128<E>(self, v: u128) -> Result<(), E> {
-            self.leaf(v.to_string())
-        }
-        fn visit_f64<E>(self, v: f64) -> Result<(), E> {
-            self.leaf(go_float(v))
-        }
-        fn visit_str<E>(self, v: &str) -> Result<(), E> {
-            self.leaf(v.to_string())
-        }
-        fn visit_string<E>(self, v: String) -> Result<(), E> {
-            self.leaf(v)
-        }
-        fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-            // A null (`~`, `null`, nothing) has no key, as in confd.
-            Ok(())
-        }
-        fn visit_none<E: de::Error>(self) -> Result<(), E> {
-            self.visit_unit()
-        }
-        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-            d.deserialize_any(self)
-        }
-
-        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-            let mut i = 0usize;
-            loop {
-                let len = self.flat.path.len();
-                // Writing to a String cannot fail.
-                let _ = write!(self.flat.path, "/{i}");
-                let more = seq.next_element_seed(Node {
-                    flat: &mut *self.flat,
-                });
-                self.flat.path.truncate(len);
-                if more?.is_none() {
-                    return Ok(());
-                }
-                i += 1;
-            }
-        }
-
-        fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-            let mut seen = HashSet::new();
-            while let Some(segment) = map.next_key_seed(Key { node: self.flat })? {
-                if seen.contains(&segment) {
-                    return Err(de::Error::custom(format_args!(
-                        "duplicate entry with key {segment:?} under {}",
-                        self.flat.here()
-                    )));
-                }
-                let len = self.flat.path.len();
-                self.flat.path.push('/');
-                self.flat.path.push_str(&segment);
-                seen.insert(segment);
-                let done = map.next_value_seed(Node {
-                    flat: &mut *self.flat,
-                });
-                self.flat.path.truncate(len);
-                done?;
-            }
-            Ok(())
-        }
-
-        fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<(), A::Error> {
-            // `!tag value`: the tag is dropped, as in the document tree.
-            let (_, value) = data.variant::<de::IgnoredAny>()?;
-            value.newtype_variant_seed(self)
-        }
-    }
-
-    /// A mapping key: a scalar's text, or an error naming where it is.
-    struct Key<'f> {
-        node: &'f Flattener,
-    }
-
-    impl<'de> DeserializeSeed<'de> for Key<'_> {
-        type Value = String;
-
-        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<String, D::Error> {
-            // As written: `on:` is the key `on`, not `true`.
-            d.deserialize_string(self)
-        }
-    }
-
-    impl<'de> Visitor<'de> for Key<'_> {
-        type Value = String;
-
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            write!(
-                f,
-                "a string, number or boolean as a key under {}",
-                self.node.here()
-            )
-        }
-
-        fn visit_bool<E>(self, v: bool) -> Result<String, E> {
-            Ok(v.to_string())
-        }
-        fn visit_i64<E>(self, v: i64) -> Result<String, E> {
-            Ok(v.to_string())
-        }
-        fn visit_u64<E>(self, v: u64) -> Result<String, E> {
-            Ok(v.to_string())
-        }
-        fn visit_i128<E>(self, v: i128) -> Result<String, E> {
-            Ok(v.to_string())
-        }
-        fn visit_u128<E>(self, v: u128) -> Result<String, E> {
-            Ok(v.to_string())
-        }
-        fn visit_f64<E>(self, v: f64) -> Result<String, E> {
-            Ok(go_float(v))
-        }
-        fn visit_str<E>(self, v: &str) -> Result<String, E> {
-            Ok(v.to_string())
-        }
-        fn visit_string<E>(self, v: String) -> Result<String, E> {
-            Ok(v)
-        }
-        fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<String, A::Error> {
-            let (_, value) = data.variant::<de::IgnoredAny>()?;
-            value.newtype_variant_seed(self)
-        }
-    }
-}
-
-/// A YAML float as confd prints it (Go's `strconv.FormatFloat(v, 'f', -1,
-/// 64)`): the shortest decimal that reads back, never an exponent, so `1e3`
-/// is `1000` and `1.0` is `1`.
-fn go_float(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".to_string()
-    } else if v.is_infinite() {
-        if v > 0.0 { "+Inf" } else { "-Inf" }.to_string()
-    } else {
-        // Rust's `Display` is the same shortest round-trip form, without exponent.
-        v.to_string()
     }
 }
 

@@ -33,6 +33,9 @@ struct Slot {
     /// Keys the template could see at its last good render (the guard against
     /// a backend suddenly answering with nothing).
     last_keys: usize,
+    /// This process has rendered the resource at least once (through the
+    /// pipeline, whatever its outcome).
+    rendered: bool,
     /// When the executor was last told to reload for this resource.
     last_reload: Option<tokio::time::Instant>,
 }
@@ -162,6 +165,7 @@ impl Engine {
                     slots.push(Slot {
                         resource,
                         last_keys: old.map_or(0, |s| s.last_keys),
+                        rendered: old.is_some_and(|s| s.rendered),
                         last_reload: old.and_then(|s| s.last_reload),
                     });
                 }
@@ -298,18 +302,22 @@ impl Engine {
             .map(|p| self.tree.under(p).count())
             .sum::<usize>();
         let name = slot.resource.name.clone();
-        if visible_keys == 0 && slot.last_keys > 0 {
+        if let Some(why) = self.keep_on_empty(slot, visible_keys) {
             tracing::warn!(
                 resource = %name,
+                dest = %slot.resource.dest.display(),
                 backend = self.backend.name(),
                 before = slot.last_keys,
-                "backend returned no keys where there were some; keeping the last good file"
+                "backend returned no keys for the resource's prefixes {why}; keeping the last good file \
+                 (allow_empty = true lets an empty answer through)"
             );
             report.skipped += 1;
             return;
         }
         let dest = slot.resource.dest.display().to_string();
-        match self.render_and_swap(i) {
+        let result = self.render_and_swap(i);
+        self.slots[i].rendered = true;
+        match result {
             Ok(Outcome::Unchanged) => {
                 self.slots[i].last_keys = visible_keys;
                 report.unchanged += 1;
@@ -343,6 +351,35 @@ impl Engine {
                 self.reporter.resource_error(&name, &message);
             }
         }
+    }
+
+    /// Why resource `slot`, whose prefixes hold `visible_keys` keys now, must
+    /// not be rendered: the backend answers with nothing where there was
+    /// something, before in this process (`last_keys`) or, on this process's
+    /// first render, in the destination (a non-empty file written by an earlier
+    /// run). `None`: render. A resource that reads no keys, one whose catalog
+    /// has services, and one with `allow_empty` always render.
+    fn keep_on_empty(&self, slot: &Slot, visible_keys: usize) -> Option<&'static str> {
+        let r = &slot.resource;
+        if visible_keys > 0 || r.allow_empty || r.visible.is_empty() {
+            return None;
+        }
+        let catalog_has_services = r.uses_catalog
+            && self
+                .catalog
+                .as_ref()
+                .is_some_and(|c| !c.services().is_empty());
+        if catalog_has_services {
+            return None;
+        }
+        if slot.last_keys > 0 {
+            return Some("where there were some");
+        }
+        let dest_has_content = std::fs::metadata(&r.dest).is_ok_and(|m| m.is_file() && m.len() > 0);
+        if !slot.rendered && dest_has_content {
+            return Some("on the first render, and the destination has content");
+        }
+        None
     }
 
     /// Renders resource `i` and brings its destination in line (up to the swap).

@@ -46,6 +46,10 @@ struct TemplateSection {
     min_reload_interval: Option<Spanned<String>>,
     #[serde(default)]
     restart: bool,
+    /// Let an answer with no keys replace a file that has content (a
+    /// deliberate scale to zero); off, such a file is kept.
+    #[serde(default)]
+    allow_empty: bool,
     kill_signal: Option<Spanned<SignalSpec>>,
     /// `"go"` or `"tera"`: overrides `--template-engine` for this resource.
     engine: Option<Spanned<String>>,
@@ -71,6 +75,7 @@ const FIELDS: &[&str] = &[
     "wait",
     "min_reload_interval",
     "restart",
+    "allow_empty",
     "kill_signal",
     "engine",
 ];
@@ -177,6 +182,8 @@ pub(crate) struct Resource {
     /// Restart the supervised child instead of signalling it.
     pub restart: bool,
     pub kill_signal: Signal,
+    /// An answer with no keys may replace a file that has content.
+    pub allow_empty: bool,
     /// The template (or an include) calls `service()` or `services()`.
     pub uses_catalog: bool,
     pub renderer: Box<dyn Renderer>,
@@ -282,15 +289,18 @@ impl Resource {
         }
         let mode = match &t.mode {
             Some(m) => Some(
-                u32::from_str_radix(m.get_ref().trim_start_matches("0o"), 8).map_err(|_| {
-                    invalid(
-                        Some(m.span()),
-                        format!(
-                            "field `mode`: {:?} is not an octal file mode like \"0644\"",
-                            m.get_ref()
-                        ),
-                    )
-                })?,
+                u32::from_str_radix(m.get_ref().trim_start_matches("0o"), 8)
+                    .ok()
+                    .filter(|&mode| mode <= 0o7777)
+                    .ok_or_else(|| {
+                        invalid(
+                            Some(m.span()),
+                            format!(
+                                "field `mode`: {:?} is not an octal file mode from \"0000\" to \"7777\" (like \"0644\")",
+                                m.get_ref()
+                            ),
+                        )
+                    })?,
             ),
             None => None,
         };
@@ -423,6 +433,7 @@ impl Resource {
             min_reload_interval,
             restart: t.restart,
             kill_signal,
+            allow_empty: t.allow_empty,
             uses_catalog: renderer.uses_catalog(),
             renderer,
         })

@@ -76,6 +76,32 @@ impl Changes {
     }
 }
 
+/// Takes out of `slots` every resource whose destination another one has too
+/// (compared without `.` components and repeated slashes), and returns an error
+/// for each, naming the other: neither renders, since the file would flip
+/// between them.
+fn reject_same_dest(slots: &mut Vec<Slot>) -> Vec<ResourceError> {
+    let key = |s: &Slot| s.resource.dest.components().collect::<std::path::PathBuf>();
+    let mut errors = Vec::new();
+    for (i, slot) in slots.iter().enumerate() {
+        let dest = key(slot);
+        if let Some(other) = slots
+            .iter()
+            .enumerate()
+            .find(|&(j, o)| j != i && key(o) == dest)
+            .map(|(_, o)| o.resource.file.clone())
+        {
+            errors.push(ResourceError::SameDest {
+                file: slot.resource.file.clone(),
+                dest: slot.resource.dest.clone(),
+                other,
+            });
+        }
+    }
+    slots.retain(|s| !errors.iter().any(|e| e.file() == s.resource.file));
+    errors
+}
+
 /// Resources, the data they render from, and the backend it comes from.
 pub(crate) struct Engine {
     settings: Settings,
@@ -123,6 +149,11 @@ impl Engine {
             child_actions: Vec::new(),
         };
         engine.load_resources()?;
+        if !engine.opts.noop && !engine.opts.keep_stage_file {
+            for slot in &engine.slots {
+                pipeline::remove_stale_stages(&slot.resource.dest);
+            }
+        }
         Ok(engine)
     }
 
@@ -174,6 +205,10 @@ impl Engine {
                     self.broken.push(e);
                 }
             }
+        }
+        for e in reject_same_dest(&mut slots) {
+            self.reporter.resource_file_error(e.file(), &e.to_string());
+            self.broken.push(e);
         }
         if slots.is_empty() && self.broken.is_empty() {
             tracing::warn!(confd = %confd.display(), "no template resources (*.toml) found");

@@ -185,6 +185,74 @@ pub(crate) fn sync_dir(dest: &Path) {
     }
 }
 
+/// Removes the stage files of `dest` that an earlier sidekick left behind when
+/// it was killed mid-write (SIGKILL, a crash, a power cut): files named
+/// `.NAME.sidekick-PID-N` beside it whose PID is this process's own (a
+/// container's sidekick is often PID 1 in every run, and this process has
+/// staged nothing yet) or no running process's. Call it before the first
+/// pass. Best effort: a file that cannot be removed is logged and left.
+pub(crate) fn remove_stale_stages(dest: &Path) {
+    let dir = match dest.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let Some(name) = dest.file_name() else {
+        return;
+    };
+    let prefix = format!(".{}.sidekick-", name.to_string_lossy());
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let file_name = entry.file_name();
+        let Some(pid) = file_name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .and_then(stage_pid)
+        else {
+            continue;
+        };
+        if pid != std::process::id() && process_exists(pid) {
+            continue;
+        }
+        let path = entry.path();
+        match fs::remove_file(&path) {
+            Ok(()) => tracing::warn!(
+                stage = %path.display(),
+                dest = %dest.display(),
+                pid,
+                "removed a stale stage file left by a sidekick that was killed mid-write"
+            ),
+            Err(e) => tracing::warn!(
+                stage = %path.display(),
+                error = %e,
+                "cannot remove a stale stage file"
+            ),
+        }
+    }
+}
+
+/// The PID of a stage file name's `PID-N` tail.
+fn stage_pid(tail: &str) -> Option<u32> {
+    let (pid, n) = tail.split_once('-')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(n) {
+        return None;
+    }
+    digits(pid).then(|| pid.parse().ok()).flatten()
+}
+
+/// Whether a process `pid` exists (signal 0: EPERM means it does).
+fn process_exists(pid: u32) -> bool {
+    let Ok(raw) = i32::try_from(pid) else {
+        return false;
+    };
+    !matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), None),
+        Err(nix::errno::Errno::ESRCH)
+    )
+}
+
 /// A temporary file beside the destination. Removed on drop unless it was
 /// renamed into place (or kept on request after a failure).
 struct Stage {

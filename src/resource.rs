@@ -204,6 +204,17 @@ pub(crate) enum ResourceError {
         line: usize,
         message: String,
     },
+    #[error(
+        "{}: field `dest`: {} is also the destination of {}; two resources cannot write one file",
+        file.display(),
+        dest.display(),
+        other.display()
+    )]
+    SameDest {
+        file: PathBuf,
+        dest: PathBuf,
+        other: PathBuf,
+    },
     #[error("{}: template {src:?}: {source}", file.display())]
     Template {
         file: PathBuf,
@@ -219,6 +230,7 @@ impl ResourceError {
         match self {
             ResourceError::Read { file, .. }
             | ResourceError::Invalid { file, .. }
+            | ResourceError::SameDest { file, .. }
             | ResourceError::Template { file, .. } => file,
         }
     }

@@ -168,7 +168,6 @@ fn mode_beyond_07777_is_rejected() {
 }
 
 #[test]
-#[ignore = "issue 18: not fixed yet"]
 fn two_resources_with_the_same_dest_are_an_error_naming_both() {
     let dir = Dir::new();
     dir.data("v: 1\n");
@@ -205,7 +204,6 @@ fn big(dir: &Dir, extra: &str) -> PathBuf {
 const HANGING_CHECK: &str = "check_cmd = \"echo $$ > @DIR@/check.pid; exec sleep 60\"";
 
 #[test]
-#[ignore = "issue 18: not fixed yet"]
 fn sigkill_mid_write_leaves_a_stage_file_the_next_start_removes() {
     let dir = Dir::new();
     let dest = big(&dir, HANGING_CHECK);

@@ -27,6 +27,13 @@ pub(crate) struct Report {
     pub skipped: usize,
 }
 
+impl Report {
+    /// Resources counted so far.
+    fn total(&self) -> usize {
+        self.updated + self.unchanged + self.failed + self.skipped
+    }
+}
+
 /// One loaded resource and what the engine remembers about it.
 struct Slot {
     resource: Resource,
@@ -316,6 +323,10 @@ impl Engine {
     pub fn process(&mut self, which: &[usize]) -> Report {
         let mut report = Report::default();
         for &i in which {
+            if let Some(signal) = crate::shutdown::requested() {
+                tracing::info!(%signal, left = which.len() - report.total(), "stopping the pass");
+                break;
+            }
             self.process_one(i, &mut report);
         }
         report

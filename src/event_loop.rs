@@ -83,7 +83,7 @@ pub(crate) async fn run(
     mode: Mode,
     exec: Option<ExecSpec>,
 ) -> anyhow::Result<i32> {
-    let shutdown = Shutdown::new()?;
+    let mut shutdown = Shutdown::new()?;
     let onetime = settings.onetime && mode == Mode::Normal;
     let watch = settings.watch || mode == Mode::Dev;
     let interval = Duration::from_secs(settings.interval.max(1));
@@ -98,13 +98,17 @@ pub(crate) async fn run(
 
     if onetime && exec.is_none() {
         let interest = engine.interest();
-        let snapshot = engine
-            .backend()
-            .load(&interest)
-            .await
-            .map_err(|e| anyhow::anyhow!(e))?;
+        let backend = Arc::clone(engine.backend());
+        let snapshot = tokio::select! {
+            loaded = backend.load(&interest) => loaded.map_err(|e| anyhow::anyhow!(e))?,
+            _ = shutdown.recv() => return Ok(interrupted_code()),
+        };
         engine.set_data(snapshot);
         let report = engine.process_all();
+        if let Some(signal) = crate::shutdown::requested() {
+            tracing::info!(%signal, "{signal} received during the onetime run, stopped");
+            return Ok(interrupted_code());
+        }
         tracing::info!(
             updated = report.updated,
             unchanged = report.unchanged,
@@ -196,6 +200,12 @@ pub(crate) async fn run(
             return Ok(code);
         }
     }
+}
+
+/// The exit code of a `--onetime` run stopped by a signal: 128 + its number,
+/// as a shell reports a process killed by it.
+fn interrupted_code() -> i32 {
+    crate::shutdown::requested().map_or(1, |signal| 128 + signal as i32)
 }
 
 impl Loop {

@@ -293,7 +293,6 @@ fn sigterm_mid_50mb_render_leaves_old_or_new_file_and_no_stage_file() {
 }
 
 #[test]
-#[ignore = "issue 18: not fixed yet"]
 fn exec_killed_by_sigkill_takes_the_app_with_it() {
     let dir = Dir::new();
     dir.data("v: one\n");

@@ -380,3 +380,49 @@ fn is_root() -> bool {
 fn inode(path: &Path) -> u64 {
     fs::metadata(path).unwrap().ino()
 }
+
+// ---------------------------------------------------------------------------
+// etcd back with a wiped data dir
+// ---------------------------------------------------------------------------
+
+#[cfg(feature = "etcd")]
+#[test]
+fn etcd_back_with_a_wiped_data_dir_is_read_again_not_resumed() {
+    use sidekick_testkit::etcd::Etcd;
+    let Some(mut etcd) = Etcd::start() else {
+        return;
+    };
+    etcd.put("/app/upstreams/a", "10.0.0.1:80");
+    etcd.put("/app/upstreams/b", "10.0.0.2:80");
+    // History elsewhere in the store: the revision climbs past 50.
+    for i in 0..50 {
+        etcd.put("/other/counter", &i.to_string());
+    }
+    let before = etcd.revision();
+    let dir = Dir::new();
+    let dest = upstream(&dir, "");
+    let mut p = dir
+        .command()
+        .args(["--backend", "etcdv3", "--node", &etcd.url(), "--watch"])
+        .spawn();
+    p.wait_for_file(
+        &dest,
+        "upstream app {\n  server 10.0.0.1:80;\n  server 10.0.0.2:80;\n}\n",
+    );
+    let mark = p.stderr_mark();
+
+    etcd.wipe_and_restart();
+    etcd.put("/app/upstreams/c", "10.0.0.3:80");
+    let after = etcd.revision();
+    assert!(after < before, "revision {before} -> {after}");
+    p.wait_for_file(&dest, "upstream app {\n  server 10.0.0.3:80;\n}\n");
+    p.wait_stderr_after(mark, "reading everything again", 1);
+    // And it watches the new store from where it really is.
+    etcd.put("/app/upstreams/d", "10.0.0.4:80");
+    p.wait_for_file(
+        &dest,
+        "upstream app {\n  server 10.0.0.3:80;\n  server 10.0.0.4:80;\n}\n",
+    );
+    p.stop();
+    dir.assert_no_stage_files();
+}

@@ -11,7 +11,7 @@ use sidekick_backend::{is_under, normalize_owned, BackendError, KeyTree};
 use tonic::Code;
 
 use crate::config::{config_error, Resolved, MAX_MESSAGE};
-use crate::watch::{unavailable, Event, Loaded, Response, Source};
+use crate::watch::{unavailable, Event, Loaded, Position, Response, Source};
 use crate::NAME;
 
 /// Time allowed, beyond the TCP connect timeout, for the TLS and HTTP/2
@@ -34,6 +34,8 @@ pub(crate) struct Cluster {
 pub(crate) struct Conn {
     client: Client,
     endpoint: String,
+    /// Where the endpoint's store stood when it answered the connect.
+    position: Position,
 }
 
 /// A watch stream on one endpoint.
@@ -53,15 +55,18 @@ impl Cluster {
     /// Connects to `endpoint`: TCP (and TLS), then authentication or a status
     /// request, so that a dead or silent endpoint fails here, within the
     /// connect limit, rather than in the first real request.
-    async fn connect_one(&self, endpoint: &str) -> Result<Client, BackendError> {
+    /// The status request also says which cluster it is and its revision
+    /// (the [`Position`]), for the watch to tell a wiped or restored store.
+    async fn connect_one(&self, endpoint: &str) -> Result<(Client, Position), BackendError> {
         let options = self.config.connect_options();
-        let with_user = self.config.user.is_some();
         let connect = async {
             let mut client = Client::connect([endpoint], Some(options)).await?;
-            if !with_user {
-                client.status().await?;
-            }
-            Ok::<Client, etcd_client::Error>(client)
+            let status = client.status().await?;
+            let position = status.header().map_or(Position::default(), |h| Position {
+                cluster_id: h.cluster_id(),
+                revision: h.revision(),
+            });
+            Ok::<(Client, Position), etcd_client::Error>((client, position))
         };
         let limit = self.config.timing.connect_timeout + HANDSHAKE_SLACK;
         match tokio::time::timeout(limit, connect).await {
@@ -186,6 +191,10 @@ impl Source for Cluster {
         &self.config.label
     }
 
+    fn position(&self, conn: &Conn) -> Position {
+        conn.position
+    }
+
     async fn connect(&self) -> Result<Conn, BackendError> {
         let endpoints = &self.config.endpoints;
         let first = self.preferred.load(Ordering::Relaxed) % endpoints.len();
@@ -194,11 +203,12 @@ impl Source for Cluster {
             let index = (first + i) % endpoints.len();
             let endpoint = &endpoints[index];
             match self.connect_one(endpoint).await {
-                Ok(client) => {
+                Ok((client, position)) => {
                     self.preferred.store(index, Ordering::Relaxed);
                     return Ok(Conn {
                         client,
                         endpoint: endpoint.clone(),
+                        position,
                     });
                 }
                 // Reachable but refused, or misconfigured: the same everywhere.

@@ -19,12 +19,15 @@ use crate::report::Reporter;
 use crate::resource::{resource_files, LoadContext, Resource, ResourceError};
 
 /// Counts of one pass over resources.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Report {
     pub updated: usize,
     pub unchanged: usize,
     pub failed: usize,
     pub skipped: usize,
+    /// Resources whose write failed in a way that may pass later (disk full,
+    /// read-only): each with how long to wait before trying again.
+    pub retry: Vec<(usize, std::time::Duration)>,
 }
 
 impl Report {
@@ -43,6 +46,8 @@ struct Slot {
     /// This process has rendered the resource at least once (through the
     /// pipeline, whatever its outcome).
     rendered: bool,
+    /// Writes that failed in a row, for the retry backoff.
+    write_failures: u32,
     /// When the executor was last told to reload for this resource.
     last_reload: Option<tokio::time::Instant>,
 }
@@ -81,6 +86,19 @@ impl Changes {
             .take_while(|k| k.starts_with(prefix))
             .any(|k| sidekick_backend::is_under(k, prefix))
     }
+}
+
+/// Why one resource's pass failed.
+struct Failure {
+    message: String,
+    /// Trying again later may succeed with the same data (a failed write).
+    retry: bool,
+}
+
+/// How long to wait before writing again after `failures` failed writes in
+/// a row: 1 s, doubling, at most a minute.
+fn retry_delay(failures: u32) -> std::time::Duration {
+    std::time::Duration::from_secs(1u64 << failures.min(6)).min(std::time::Duration::from_secs(60))
 }
 
 /// Takes out of `slots` every resource whose destination another one has too
@@ -204,6 +222,7 @@ impl Engine {
                         resource,
                         last_keys: old.map_or(0, |s| s.last_keys),
                         rendered: old.is_some_and(|s| s.rendered),
+                        write_failures: 0,
                         last_reload: old.and_then(|s| s.last_reload),
                     });
                 }
@@ -392,11 +411,20 @@ impl Engine {
                     }
                 }
             }
-            Err(message) => {
+            Err(failure) => {
                 report.failed += 1;
-                self.reporter.resource_error(&name, &message);
+                self.reporter.resource_error(&name, &failure.message);
+                if failure.retry {
+                    let slot = &mut self.slots[i];
+                    let delay = retry_delay(slot.write_failures);
+                    slot.write_failures = slot.write_failures.saturating_add(1);
+                    tracing::info!(resource = %name, dest, retry_in = ?delay, "will try the write again");
+                    report.retry.push((i, delay));
+                }
+                return;
             }
         }
+        self.slots[i].write_failures = 0;
     }
 
     /// Why resource `slot`, whose prefixes hold `visible_keys` keys now, must
@@ -429,7 +457,7 @@ impl Engine {
     }
 
     /// Renders resource `i` and brings its destination in line (up to the swap).
-    fn render_and_swap(&self, i: usize) -> Result<Outcome, String> {
+    fn render_and_swap(&self, i: usize) -> Result<Outcome, Failure> {
         let resource = &self.slots[i].resource;
         let view = Arc::new(View {
             keys: Arc::clone(&self.tree),
@@ -438,14 +466,20 @@ impl Engine {
             catalog: self.catalog.clone(),
             backend: self.backend.name(),
         });
-        let content = resource.renderer.render(view).map_err(|e| e.to_string())?;
+        let content = resource.renderer.render(view).map_err(|e| Failure {
+            message: e.to_string(),
+            retry: false,
+        })?;
         // Only a diff can show values; skip the scan without one.
         let backend = &self.backend;
         let secret = self.opts.diff
             && resource.visible.iter().any(|p| {
                 backend.is_secret(p) || self.tree.under(p).any(|(k, _)| backend.is_secret(k))
             });
-        pipeline::apply(resource, &content, &self.opts, secret).map_err(|e| e.to_string())
+        pipeline::apply(resource, &content, &self.opts, secret).map_err(|e| Failure {
+            message: e.to_string(),
+            retry: e.is_retryable(),
+        })
     }
 
     /// What the supervised child should get after the passes so far.

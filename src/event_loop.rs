@@ -166,6 +166,7 @@ pub(crate) async fn run(
     };
     lp.engine.set_first(first);
     let report = lp.engine.process_all();
+    lp.schedule_retries(&report.retry);
     // The child starts with the files as they are now.
     lp.engine.take_child_actions();
     if onetime {
@@ -341,7 +342,8 @@ impl Loop {
             }
         };
         if !which.is_empty() {
-            self.engine.process(&which);
+            let report = self.engine.process(&which);
+            self.schedule_retries(&report.retry);
         }
         self.act_on_child().await
     }
@@ -368,6 +370,15 @@ impl Loop {
             self.debouncer.take_due(now)
         } else {
             Vec::new()
+        }
+    }
+
+    /// Schedules each failed write to be tried again after its delay (a full
+    /// or read-only disk may be fixed without any change sidekick would see).
+    fn schedule_retries(&mut self, retry: &[(usize, Duration)]) {
+        let now = tokio::time::Instant::now();
+        for &(i, delay) in retry {
+            self.debouncer.touch(i, None, Some(now + delay), now);
         }
     }
 

@@ -371,9 +371,194 @@ fn check_cmd_printing_100mb_keeps_only_its_tail_and_logs_it_in_lines() {
     assert!(!dir.out("app.conf").exists());
 }
 
-#[allow(dead_code)]
-fn is_root() -> bool {
-    current_uid() == 0
+// ---------------------------------------------------------------------------
+// Destinations: full, read-only, bind-mounted, a symlink, a directory, missing
+// ---------------------------------------------------------------------------
+
+/// Runs `mount` (or `umount`) with `args`; panics when it fails.
+fn mount(program: &str, args: &[&str]) {
+    let out = Command::new(program).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A mount the test made, unmounted when dropped.
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// A `size` tmpfs on `dir` (created), or `None` with a note when not root.
+fn tmpfs(dir: &Path, size: &str) -> Option<Mounted> {
+    if current_uid() != 0 {
+        eprintln!("note: not root: skipping a case that mounts a tmpfs");
+        return None;
+    }
+    fs::create_dir_all(dir).unwrap();
+    mount(
+        "mount",
+        &[
+            "-t",
+            "tmpfs",
+            "-o",
+            &format!("size={size}"),
+            "tmpfs",
+            dir.to_str().unwrap(),
+        ],
+    );
+    Some(Mounted(dir.to_path_buf()))
+}
+
+/// A resource `app` rendering `/v` (and `/pad`, for size) to `dest`.
+fn app_to(dir: &Dir, dest: &Path, data: &str) {
+    dir.data(data);
+    dir.template(
+        "app.tmpl",
+        "{{ getv(key=\"/v\") }}\n{{ getv(key=\"/pad\", default=\"\") }}",
+    );
+    dir.resource(
+        "app",
+        &format!(
+            "[template]\nsrc = \"app.tmpl\"\ndest = \"{}\"\nkeys = [\"/\"]\n",
+            dest.display()
+        ),
+    );
+}
+
+#[test]
+fn disk_full_keeps_the_old_file_names_the_path_and_recovers_once_space_is_freed() {
+    let dir = Dir::new();
+    let mnt = dir.path("small");
+    let Some(_tmpfs) = tmpfs(&mnt, "4m") else {
+        return;
+    };
+    let dest = mnt.join("app.conf");
+    fs::write(&dest, "old\n").unwrap();
+    // 3 MB taken, a 2 MB render: does not fit.
+    let filler = mnt.join("filler");
+    fs::write(&filler, vec![b'f'; 3 * 1024 * 1024]).unwrap();
+    let pad = "p".repeat(2 * 1024 * 1024);
+    app_to(&dir, &dest, &format!("v: new\npad: {pad}\n"));
+
+    let out = dir.onetime().run_fail();
+    out.assert_stderr_has(&["No space left on device", dest.to_str().unwrap()]);
+    assert_eq!(fs::read_to_string(&dest).unwrap(), "old\n");
+    assert!(stage_files(&mnt).is_empty(), "{:?}", stage_files(&mnt));
+
+    // Under --watch the failed write is retried, and lands once space frees.
+    let mut p = watch(&dir);
+    p.wait_stderr_after(0, "No space left on device", 1);
+    assert_eq!(fs::read_to_string(&dest).unwrap(), "old\n");
+    fs::remove_file(&filler).unwrap();
+    p.wait_until("the retried write", |_| {
+        fs::read_to_string(&dest).is_ok_and(|t| t.starts_with("new\npp"))
+    });
+    p.stop();
+    assert!(stage_files(&mnt).is_empty());
+}
+
+#[test]
+fn read_only_destination_directory_keeps_the_old_file_and_names_the_path() {
+    let dir = Dir::new();
+    let mnt = dir.path("ro");
+    let Some(_tmpfs) = tmpfs(&mnt, "1m") else {
+        return;
+    };
+    let dest = mnt.join("app.conf");
+    fs::write(&dest, "old\n").unwrap();
+    mount("mount", &["-o", "remount,ro", mnt.to_str().unwrap()]);
+    app_to(&dir, &dest, "v: new\n");
+    let out = dir.onetime().run_fail();
+    out.assert_stderr_has(&["Read-only file system", mnt.to_str().unwrap()]);
+    assert_eq!(fs::read_to_string(&dest).unwrap(), "old\n");
+}
+
+#[test]
+fn a_bind_mounted_destination_file_is_written_in_place() {
+    // Docker's `-v file:file` and Kubernetes' subPath: rename over a mount
+    // point fails with EBUSY.
+    if current_uid() != 0 {
+        eprintln!("note: not root: skipping the bind-mount case");
+        return;
+    }
+    let dir = Dir::new();
+    let host = dir.path("host.conf");
+    fs::write(&host, "old\n").unwrap();
+    let dest = dir.out("app.conf");
+    fs::write(&dest, "old\n").unwrap();
+    mount(
+        "mount",
+        &["--bind", host.to_str().unwrap(), dest.to_str().unwrap()],
+    );
+    let _bind = Mounted(dest.clone());
+    app_to(&dir, &dest, "v: new\n");
+    let out = dir
+        .command()
+        .args(["--backend", "file", "--onetime", "--file"])
+        .arg(dir.path("data.yaml"))
+        .env("SIDEKICK_LOG_LEVEL", "info")
+        .run();
+    out.assert_stderr_has(&["in place"]);
+    assert_eq!(fs::read_to_string(&dest).unwrap(), "new\n");
+    assert_eq!(
+        fs::read_to_string(&host).unwrap(),
+        "new\n",
+        "written through"
+    );
+    dir.assert_no_stage_files();
+    // The next run compares equal: nothing to do.
+    let out = dir.onetime().run();
+    assert!(!out.stderr.contains("in place"), "{out}");
+}
+
+#[test]
+fn a_symlink_destination_is_replaced_by_a_regular_file_as_confd_does() {
+    // Held before issue 18; the decision is in docs/architecture.md.
+    let dir = Dir::new();
+    let target = dir.path("elsewhere.conf");
+    fs::write(&target, "old\n").unwrap();
+    let dest = dir.out("app.conf");
+    std::os::unix::fs::symlink(&target, &dest).unwrap();
+    app_to(&dir, &dest, "v: new\n");
+    dir.onetime().run();
+    let meta = fs::symlink_metadata(&dest).unwrap();
+    assert!(meta.file_type().is_file(), "still a link: {meta:?}");
+    assert_eq!(fs::read_to_string(&dest).unwrap(), "new\n");
+    assert_eq!(
+        fs::read_to_string(&target).unwrap(),
+        "old\n",
+        "target untouched"
+    );
+}
+
+#[test]
+fn a_directory_destination_is_an_error_naming_it_and_left_alone() {
+    // Held before issue 18.
+    let dir = Dir::new();
+    let dest = dir.out("app.conf");
+    fs::create_dir(&dest).unwrap();
+    fs::write(dest.join("inside"), "x").unwrap();
+    app_to(&dir, &dest, "v: new\n");
+    let out = dir.onetime().run_fail();
+    out.assert_stderr_has(&[dest.to_str().unwrap(), "directory"]);
+    assert_eq!(fs::read_to_string(dest.join("inside")).unwrap(), "x");
+    dir.assert_no_stage_files();
+}
+
+#[test]
+fn a_missing_destination_directory_is_created() {
+    // Held before issue 18.
+    let dir = Dir::new();
+    let dest = dir.out("a/b/app.conf");
+    app_to(&dir, &dest, "v: new\n");
+    dir.onetime().run();
+    assert_eq!(fs::read_to_string(&dest).unwrap(), "new\n");
 }
 
 #[allow(dead_code)]

@@ -470,6 +470,17 @@ impl Engine {
             message: e.to_string(),
             retry: false,
         })?;
+        if content.len() as u64 > resource.max_output {
+            return Err(Failure {
+                message: format!(
+                    "the render is {} bytes, more than max_output ({} bytes); {} not written",
+                    content.len(),
+                    resource.max_output,
+                    resource.dest.display()
+                ),
+                retry: false,
+            });
+        }
         // Only a diff can show values; skip the scan without one.
         let backend = &self.backend;
         let secret = self.opts.diff

@@ -561,6 +561,44 @@ fn a_missing_destination_directory_is_created() {
     assert_eq!(fs::read_to_string(&dest).unwrap(), "new\n");
 }
 
+// ---------------------------------------------------------------------------
+// Renders too large
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_render_over_max_output_is_refused_not_written() {
+    let dir = Dir::new();
+    dir.data(&format!("v: {}\n", "x".repeat(2048)));
+    let dest = dir.simple("app", "{{ getv(key=\"/v\") }}\n", "max_output = \"1KB\"");
+    fs::write(&dest, "old\n").unwrap();
+    let out = dir.onetime().run_fail();
+    out.assert_stderr_has(&["max_output", "2049 bytes", "1024 bytes", "app.conf"]);
+    assert_eq!(dir.read("out/app.conf"), "old\n");
+    dir.assert_no_stage_files();
+
+    // Raised, it goes through.
+    dir.simple("app", "{{ getv(key=\"/v\") }}\n", "max_output = 4096");
+    dir.onetime().run();
+    assert_eq!(dir.read("out/app.conf").len(), 2049);
+}
+
+#[test]
+fn max_output_defaults_to_64_mib() {
+    let dir = Dir::new();
+    let value = "x".repeat(7 * 1024 * 1024);
+    dir.data(&format!("big: {value}\n"));
+    let dest = dir.simple(
+        "big",
+        "{% for i in range(end=10) %}{{ getv(key=\"/big\") }}{% endfor %}",
+        "",
+    );
+    fs::write(&dest, "old\n").unwrap();
+    dir.onetime()
+        .run_fail()
+        .assert_stderr_has(&["more than max_output (67108864 bytes)"]);
+    assert_eq!(dir.read("out/big.conf"), "old\n");
+}
+
 #[allow(dead_code)]
 fn inode(path: &Path) -> u64 {
     fs::metadata(path).unwrap().ino()

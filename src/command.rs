@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
+use crate::redact::Redactor;
 use crate::shutdown;
 
 /// How much of a command's output is kept: the last 64 KiB.
@@ -93,8 +94,10 @@ impl Tail {
     }
 }
 
-/// Runs `cmd` with `sh -c`, waits, and returns the tail of its combined output.
-pub(crate) fn run(cmd: &str) -> Result<String, CommandError> {
+/// Runs `cmd` with `sh -c`, waits, and returns the tail of its combined
+/// output, with `redact`'s secret values masked (in the result, the log and
+/// the error alike).
+pub(crate) fn run(cmd: &str, redact: &Redactor) -> Result<String, CommandError> {
     let spawn_error = |source| CommandError::Spawn {
         cmd: cmd.to_string(),
         source,
@@ -129,7 +132,10 @@ pub(crate) fn run(cmd: &str) -> Result<String, CommandError> {
     });
     let status = wait(cmd, child, &closed)?;
     let _ = closed.recv_timeout(DRAIN);
-    let output = tail.lock().map(|t| t.text()).unwrap_or_default();
+    let output = tail
+        .lock()
+        .map(|t| redact.apply(&t.text()))
+        .unwrap_or_default();
     if status.success() {
         for line in output.lines() {
             tracing::debug!(cmd, "| {line}");

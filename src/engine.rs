@@ -14,6 +14,7 @@ use crate::debounce::Wait;
 use crate::dev::DevEvent;
 use crate::executor::{self, ChildAction, Telling};
 use crate::pipeline::{self, Outcome};
+use crate::redact::Redactor;
 use crate::render::View;
 use crate::report::Reporter;
 use crate::resource::{resource_files, LoadContext, Resource, ResourceError};
@@ -380,7 +381,8 @@ impl Engine {
             return;
         }
         let dest = slot.resource.dest.display().to_string();
-        let result = self.render_and_swap(i);
+        let redact = Redactor::for_keys(&*self.backend, &self.tree, &slot.resource.visible);
+        let result = self.render_and_swap(i, &redact);
         self.slots[i].rendered = true;
         match result {
             Ok(Outcome::Unchanged) => {
@@ -401,13 +403,15 @@ impl Engine {
                     &self.slots[i].resource,
                     self.telling,
                     &mut self.child_actions,
+                    &redact,
                 );
                 match told {
                     Ok(true) => self.slots[i].last_reload = Some(tokio::time::Instant::now()),
                     Ok(false) => {}
                     Err(e) => {
                         report.failed += 1;
-                        self.reporter.resource_error(&name, &e.to_string());
+                        self.reporter
+                            .resource_error(&name, &redact.apply(&e.to_string()));
                     }
                 }
             }
@@ -457,7 +461,8 @@ impl Engine {
     }
 
     /// Renders resource `i` and brings its destination in line (up to the swap).
-    fn render_and_swap(&self, i: usize) -> Result<Outcome, Failure> {
+    /// Every message it returns has `redact`'s secret values masked.
+    fn render_and_swap(&self, i: usize, redact: &Redactor) -> Result<Outcome, Failure> {
         let resource = &self.slots[i].resource;
         let view = Arc::new(View {
             keys: Arc::clone(&self.tree),
@@ -467,7 +472,7 @@ impl Engine {
             backend: self.backend.name(),
         });
         let content = resource.renderer.render(view).map_err(|e| Failure {
-            message: e.to_string(),
+            message: redact.apply(&e.to_string()),
             retry: false,
         })?;
         if content.len() as u64 > resource.max_output {
@@ -481,14 +486,12 @@ impl Engine {
                 retry: false,
             });
         }
-        // Only a diff can show values; skip the scan without one.
+        // A diff of secret values shows only a size.
         let backend = &self.backend;
         let secret = self.opts.diff
-            && resource.visible.iter().any(|p| {
-                backend.is_secret(p) || self.tree.under(p).any(|(k, _)| backend.is_secret(k))
-            });
-        pipeline::apply(resource, &content, &self.opts, secret).map_err(|e| Failure {
-            message: e.to_string(),
+            && (!redact.is_empty() || resource.visible.iter().any(|p| backend.is_secret(p)));
+        pipeline::apply(resource, &content, &self.opts, secret, redact).map_err(|e| Failure {
+            message: redact.apply(&e.to_string()),
             retry: e.is_retryable(),
         })
     }

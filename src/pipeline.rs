@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::command::{self, CommandError};
 use crate::diff;
+use crate::redact::Redactor;
 use crate::resource::{OutputFormat, Resource};
 
 /// How the pipeline behaves for this run.
@@ -131,14 +132,22 @@ struct Wanted {
 
 /// Brings `resource.dest` in line with `content`.
 /// `secret`: the render read secret keys, so a diff shows only a size.
+/// `redact`: their values, masked in a check's output and a format error.
 pub(crate) fn apply(
     resource: &Resource,
     content: &str,
     opts: &Options,
     secret: bool,
+    redact: &Redactor,
 ) -> Result<Outcome, PipelineError> {
     if let Some(format) = resource.output_format {
-        validate_format(format, content)?;
+        validate_format(format, content).map_err(|e| match e {
+            PipelineError::Format { format, message } => PipelineError::Format {
+                format,
+                message: redact.apply(&message),
+            },
+            other => other,
+        })?;
     }
     let dest = &resource.dest;
     let current = match fs::read(dest) {
@@ -194,7 +203,7 @@ pub(crate) fn apply(
         let cmd = cmd
             .replace("{{.src}}", &stage.path.to_string_lossy())
             .replace("{{ .src }}", &stage.path.to_string_lossy());
-        command::run(&cmd).map_err(|source| PipelineError::Check {
+        command::run(&cmd, redact).map_err(|source| PipelineError::Check {
             source,
             dest: dest.clone(),
         })?;

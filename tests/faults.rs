@@ -649,3 +649,93 @@ fn etcd_back_with_a_wiped_data_dir_is_read_again_not_resumed() {
     p.stop();
     dir.assert_no_stage_files();
 }
+
+// ---------------------------------------------------------------------------
+// Secret values never reach a log line
+// ---------------------------------------------------------------------------
+
+/// A Kubernetes Secret `db` with a password, a resource `db` reading it with
+/// `template` and `extra`, and sidekick watching with `flags`. Returns the log
+/// once it shows `needle`.
+#[cfg(feature = "kubernetes")]
+fn secret_log(template: &str, extra: &str, flags: &[&str], needle: &str) -> String {
+    use sidekick_testkit::kubernetes::Cluster;
+    let cluster = Cluster::start();
+    cluster.put_secret(
+        "db",
+        &[
+            ("password", b"Zq9-secret-Pa55"),
+            ("key", b"line-one-XyZ\nline-two-XyZ\n"),
+        ],
+    );
+    let dir = Dir::new();
+    dir.template("db.tmpl", template);
+    dir.resource(
+        "db",
+        &format!(
+            "[template]\nsrc = \"db.tmpl\"\ndest = \"@OUT@/db.conf\"\nkeys = [\"/secrets/db\"]\n{extra}\n"
+        ),
+    );
+    let mut p = dir
+        .command()
+        .args(["--backend", "kubernetes", "--kubeconfig"])
+        .arg(cluster.kubeconfig())
+        .args(["--namespace", cluster.namespace(), "--watch"])
+        .args(flags)
+        .spawn();
+    let log = p.wait_stderr_after(0, needle, 1);
+    p.stop();
+    let log = p.stderr.text().max(log);
+    for leak in [
+        "Zq9-secret-Pa55",
+        "secret-Pa55",
+        "line-one-XyZ",
+        "line-two-XyZ",
+    ] {
+        assert!(!log.contains(leak), "{leak:?} reached the log:\n{log}");
+    }
+    log
+}
+
+#[cfg(feature = "kubernetes")]
+#[test]
+fn a_filter_error_on_a_secret_value_does_not_log_it() {
+    let log = secret_log(
+        "port={{ getv(key=\"/secrets/db/password\") | int }}\n",
+        "",
+        &[],
+        "ERROR",
+    );
+    assert!(log.contains("<secret>"), "{log}");
+}
+
+#[cfg(feature = "kubernetes")]
+#[test]
+fn an_output_format_error_does_not_quote_a_secret_value() {
+    secret_log(
+        "password = {{ getv(key=\"/secrets/db/password\") }}\nkey = {{ getv(key=\"/secrets/db/key\") }}\n",
+        "output_format = \"toml\"",
+        &[],
+        "not valid toml",
+    );
+}
+
+#[cfg(feature = "kubernetes")]
+#[test]
+fn check_cmd_output_does_not_log_a_secret_value_on_failure_or_success() {
+    let template =
+        "{{ getv(key=\"/secrets/db/password\") }}\n{{ getv(key=\"/secrets/db/key\") }}\n";
+    let log = secret_log(
+        template,
+        "check_cmd = \"cat {{.src}}; exit 1\"",
+        &[],
+        "exited with",
+    );
+    assert!(log.contains("<secret>"), "{log}");
+    secret_log(
+        template,
+        "check_cmd = \"cat {{.src}}\"",
+        &["--log-level", "debug"],
+        "command succeeded",
+    );
+}

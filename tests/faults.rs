@@ -739,3 +739,33 @@ fn check_cmd_output_does_not_log_a_secret_value_on_failure_or_success() {
         "command succeeded",
     );
 }
+
+#[cfg(feature = "etcd")]
+#[test]
+fn etcd_keys_that_collide_once_normalized_are_logged_and_the_plain_one_wins() {
+    use sidekick_testkit::etcd::Etcd;
+    let Some(etcd) = Etcd::start() else {
+        return;
+    };
+    etcd.put("/app/upstreams/a", "10.0.0.1:80");
+    etcd.put("/app/upstreams//a", "10.9.9.9:80");
+    etcd.put("/app/upstreams//c", "10.0.0.3:80");
+    etcd.put("/app/upstreams/c/", "10.0.0.4:80");
+    let dir = Dir::new();
+    let dest = upstream(&dir, "");
+    let out = dir
+        .command()
+        .args(["--backend", "etcdv3", "--node", &etcd.url(), "--onetime"])
+        .run();
+    assert_eq!(
+        fs::read_to_string(&dest).unwrap(),
+        "upstream app {\n  server 10.0.0.1:80;\n  server 10.0.0.4:80;\n}\n"
+    );
+    out.assert_stderr_has(&[
+        "one key once empty segments are dropped",
+        "key=/app/upstreams//a",
+        "same_as=/app/upstreams/a",
+        "key=/app/upstreams//c",
+        "same_as=/app/upstreams/c/",
+    ]);
+}

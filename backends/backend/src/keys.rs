@@ -22,7 +22,7 @@ pub fn normalize_key(key: &str) -> String {
 
 /// True when [`normalize_key`] would return `key` unchanged: most keys from a
 /// backend already are, and need no copy.
-fn is_normal(key: &str) -> bool {
+pub fn is_normal(key: &str) -> bool {
     key == "/" || (key.starts_with('/') && !key.ends_with('/') && !key.contains("//"))
 }
 

@@ -769,3 +769,136 @@ fn etcd_keys_that_collide_once_normalized_are_logged_and_the_plain_one_wins() {
         "same_as=/app/upstreams/c/",
     ]);
 }
+
+// ---------------------------------------------------------------------------
+// Hostile data files (the file backend): bounded, and a clear error or a
+// defined result. All held before issue 18.
+// ---------------------------------------------------------------------------
+
+/// A resource `all` listing every key two levels deep as `key=value`.
+fn all_keys(dir: &Dir) -> PathBuf {
+    dir.simple(
+        "all",
+        "{% for kv in gets(pattern=\"/*\") %}{{ kv.key }}={{ kv.value }}\n{% endfor %}\
+         {% for kv in gets(pattern=\"/*/*\") %}{{ kv.key }}={{ kv.value }}\n{% endfor %}",
+        "",
+    )
+}
+
+/// Runs `--watch` on `data.yaml` until it logs `needle`; returns the log and
+/// the peak RSS in kB.
+fn watch_until_logged(dir: &Dir, needle: &str) -> (String, u64) {
+    let mut p = watch(dir);
+    let log = p.wait_stderr_after(0, needle, 1);
+    let rss = peak_rss_kb(p.pid());
+    p.stop();
+    (log, rss)
+}
+
+#[test]
+fn a_yaml_alias_bomb_is_a_bounded_error() {
+    let dir = Dir::new();
+    let dest = all_keys(&dir);
+    fs::write(&dest, "old\n").unwrap();
+    let mut yaml = String::from(
+        "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+    );
+    let mut prev = 'a';
+    for level in "bcdefghi".chars() {
+        let refs = vec![format!("*{prev}"); 9].join(",");
+        yaml.push_str(&format!("{level}: &{level} [{refs}]\n"));
+        prev = level;
+    }
+    dir.data(&yaml);
+    let started = Instant::now();
+    dir.onetime()
+        .run_fail()
+        .assert_stderr_has(&["data.yaml", "budget"]);
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+    assert_eq!(dir.read("out/all.conf"), "old\n");
+    let (_, rss) = watch_until_logged(&dir, "budget");
+    eprintln!("alias bomb: onetime {took:?}, --watch peak RSS {rss} kB");
+    assert!(rss < 200_000, "peak RSS {rss} kB");
+}
+
+#[test]
+fn ten_thousand_levels_of_nesting_are_a_bounded_error() {
+    let dir = Dir::new();
+    all_keys(&dir);
+    let flow = format!("a: {}1{}\n", "{a: ".repeat(10_000), "}".repeat(10_000));
+    dir.data(&flow);
+    dir.onetime()
+        .run_fail()
+        .assert_stderr_has(&["data.yaml", "Depth"]);
+    let block: String = (0..10_000)
+        .map(|i| format!("{}a:\n", " ".repeat(i)))
+        .chain(std::iter::once(format!("{}x: 1\n", " ".repeat(10_000))))
+        .collect();
+    dir.data(&block);
+    dir.onetime()
+        .run_fail()
+        .assert_stderr_has(&["data.yaml", "Depth"]);
+    assert!(!dir.out("all.conf").exists());
+}
+
+#[test]
+fn a_100_mb_value_is_a_bounded_error_and_keeps_the_file() {
+    let dir = Dir::new();
+    let dest = all_keys(&dir);
+    fs::write(&dest, "old\n").unwrap();
+    dir.data(&format!("v: {}\n", "x".repeat(100 * 1024 * 1024)));
+    let (log, rss) = watch_until_logged(&dir, "budget");
+    eprintln!("100 MB value: --watch peak RSS {rss} kB");
+    assert!(log.contains("ScalarBytes"), "{log:.2000}");
+    assert!(rss < 400_000, "peak RSS {rss} kB");
+    assert_eq!(dir.read("out/all.conf"), "old\n");
+}
+
+#[test]
+fn nul_bytes_in_a_value_are_rendered_as_they_are() {
+    let dir = Dir::new();
+    dir.data("v: \"a\\0b\"\n");
+    let dest = dir.simple("app", "[{{ getv(key=\"/v\") }}]\n", "");
+    dir.onetime().run();
+    assert_eq!(fs::read(&dest).unwrap(), b"[a\0b]\n");
+}
+
+#[test]
+fn odd_keys_have_a_defined_meaning() {
+    // `..` is a name like any other (keys are not paths: nothing is left),
+    // spaces and unicode stay, empty segments are dropped.
+    let dir = Dir::new();
+    dir.data(
+        "\"..\": {x: 1}\n\"a b\": 2\n\"ключ\": {\"ü ber\": 3}\n\"\": {y: 4}\n\"b//c\": 5\n\"/d/\": {e: 6}\n",
+    );
+    let dest = all_keys(&dir);
+    dir.onetime().run();
+    assert_eq!(
+        fs::read_to_string(&dest).unwrap(),
+        "/a b=2\n/y=4\n/../x=1\n/b/c=5\n/d/e=6\n/ключ/ü ber=3\n"
+    );
+    // Two keys that meet once empty segments are dropped: an error naming it.
+    dir.data("\"a/\": {z: 6}\na: {z: 7}\n");
+    dir.onetime()
+        .run_fail()
+        .assert_stderr_has(&["key /a/z is both \"6\" and \"7\""]);
+}
+
+#[test]
+fn an_include_outside_templates_is_refused() {
+    let dir = Dir::new();
+    dir.data("v: 1\n");
+    dir.write("secret.txt", "do not include me\n");
+    dir.simple("tera", "{% include \"../secret.txt\" %}\n", "");
+    dir.simple(
+        "go",
+        "{{ template \"../secret.txt\" . }}\n",
+        "engine = \"go\"",
+    );
+    let out = dir.onetime().run_fail();
+    out.assert_stderr_has(&["tera.toml", "go.toml"]);
+    assert!(!out.stderr.contains("do not include me"), "{out}");
+    assert!(!dir.out("tera.conf").exists());
+    assert!(!dir.out("go.conf").exists());
+}

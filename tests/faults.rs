@@ -902,3 +902,84 @@ fn an_include_outside_templates_is_refused() {
     assert!(!dir.out("tera.conf").exists());
     assert!(!dir.out("go.conf").exists());
 }
+
+// ---------------------------------------------------------------------------
+// Soak: 10,000 changes over 60 s
+// ---------------------------------------------------------------------------
+
+/// Resident memory (`VmRSS`, kB) and open descriptors of `pid`.
+fn rss_and_fds(pid: u32) -> (u64, usize) {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    let fds = fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+    (rss, fds)
+}
+
+#[cfg(feature = "etcd")]
+#[test]
+fn soak_10000_changes_over_60_s_end_in_the_final_state_with_flat_rss_and_fds() {
+    use sidekick_testkit::etcd::{Etcd, Gateway};
+    const CHANGES: usize = 10_000;
+    const WARM_UP: usize = 500;
+    const KEYS: usize = 50;
+    const SPAN: Duration = Duration::from_secs(60);
+    let Some(etcd) = Etcd::start() else {
+        return;
+    };
+    for k in 0..KEYS {
+        etcd.put(&format!("/app/upstreams/{k:02}"), "10.0.0.0:80");
+    }
+    let dir = Dir::new();
+    let dest = upstream(&dir, "");
+    let mut p = dir
+        .command()
+        .args(["--backend", "etcdv3", "--node", &etcd.url(), "--watch"])
+        .spawn();
+    p.wait_for_file_matching(&dest, "the first render", |t| t.contains("10.0.0.0:80"));
+    let mut gateway = Gateway::connect(&etcd);
+    let value = |n: usize| format!("10.{}.{}.{}:80", n / 65536 % 256, n / 256 % 256, n % 256);
+    let final_file = |upto: usize| {
+        let mut last = vec!["10.0.0.0:80".to_string(); KEYS];
+        for n in 1..=upto {
+            last[n % KEYS] = value(n);
+        }
+        // getvs sorts the values, as confd's does.
+        last.sort();
+        let servers: String = last.iter().map(|v| format!("  server {v};\n")).collect();
+        format!("upstream app {{\n{servers}}}\n")
+    };
+    let started = Instant::now();
+    let mut baseline = None;
+    for n in 1..=CHANGES {
+        gateway.put(&format!("/app/upstreams/{:02}", n % KEYS), &value(n));
+        if n == WARM_UP {
+            p.wait_for_file(&dest, &final_file(n));
+            baseline = Some(rss_and_fds(p.pid()));
+        }
+        // Spread over SPAN: wait for this change's moment.
+        let due = started + SPAN.mul_f64(n as f64 / CHANGES as f64);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            thread::sleep(wait);
+        }
+    }
+    p.wait_for_file(&dest, &final_file(CHANGES));
+    // Let the last passes finish, then measure.
+    thread::sleep(Duration::from_millis(500));
+    let (rss0, fds0) = baseline.unwrap();
+    let (rss1, fds1) = rss_and_fds(p.pid());
+    eprintln!(
+        "soak: {CHANGES} changes in {:?}; RSS {rss0} -> {rss1} kB, fds {fds0} -> {fds1}",
+        started.elapsed()
+    );
+    assert!(
+        rss1 <= rss0 + 4096,
+        "RSS grew from {rss0} to {rss1} kB over {CHANGES} changes"
+    );
+    assert!(fds1 <= fds0, "open fds grew from {fds0} to {fds1}");
+    p.stop();
+    dir.assert_no_stage_files();
+}

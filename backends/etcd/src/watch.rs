@@ -394,7 +394,16 @@ fn read_response(
         .iter()
         .filter_map(|event| {
             let key = normalize_key(&event.key);
-            if !interest.covers(&key) {
+            // The watch an event came from says which prefix to check: one
+            // comparison, not one per prefix (many `keys` made that square).
+            let covered = match slot {
+                Some(i) => interest
+                    .prefixes
+                    .get(i)
+                    .is_some_and(|p| sidekick_backend::is_under(&key, p)),
+                None => interest.covers(&key),
+            };
+            if !covered {
                 return None;
             }
             Some(match &event.value {

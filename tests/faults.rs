@@ -1012,3 +1012,39 @@ fn sixteen_thousand_keys_entries_cost_linear_time() {
     assert_eq!(dir.read("out/t.conf"), "a\n");
     assert!(took < Duration::from_millis(2500), "took {took:?}");
 }
+
+#[cfg(feature = "etcd")]
+#[test]
+fn etcd_compaction_past_the_watched_revision_reloads() {
+    // Held before issue 18 (the etcd crate's tests had it as a library);
+    // here end to end: sidekick is frozen while etcd restarts and compacts
+    // the history it would resume from.
+    use sidekick_testkit::etcd::Etcd;
+    let Some(mut etcd) = Etcd::start() else {
+        return;
+    };
+    etcd.put("/app/upstreams/a", "10.0.0.1:80");
+    let dir = Dir::new();
+    let dest = upstream(&dir, "");
+    let mut p = dir
+        .command()
+        .args(["--backend", "etcdv3", "--node", &etcd.url(), "--watch"])
+        .spawn();
+    p.wait_for_file(&dest, WORKING);
+    let mark = p.stderr_mark();
+    send(p.pid(), "STOP");
+    etcd.restart();
+    etcd.delete("/app/upstreams/a");
+    etcd.put("/app/upstreams/b", "10.0.0.2:80");
+    etcd.put("/other/x", "1");
+    etcd.compact(etcd.revision());
+    send(p.pid(), "CONT");
+    p.wait_for_file(&dest, "upstream app {\n  server 10.0.0.2:80;\n}\n");
+    p.wait_stderr_after(mark, "compacted", 1);
+    etcd.put("/app/upstreams/c", "10.0.0.3:80");
+    p.wait_for_file(
+        &dest,
+        "upstream app {\n  server 10.0.0.2:80;\n  server 10.0.0.3:80;\n}\n",
+    );
+    p.stop();
+}

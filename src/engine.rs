@@ -44,8 +44,8 @@ struct Slot {
     /// Keys the template could see at its last good render (the guard against
     /// a backend suddenly answering with nothing).
     last_keys: usize,
-    /// This process has rendered the resource at least once (through the
-    /// pipeline, whatever its outcome).
+    /// This process has rendered the resource at least once, through the
+    /// pipeline without error.
     rendered: bool,
     /// Writes that failed in a row, for the retry backoff.
     write_failures: u32,
@@ -383,7 +383,9 @@ impl Engine {
         let dest = slot.resource.dest.display().to_string();
         let redact = Redactor::for_keys(&*self.backend, &self.tree, &slot.resource.visible);
         let result = self.render_and_swap(i, &redact);
-        self.slots[i].rendered = true;
+        // Only a render that went through counts: after a failed one the
+        // destination still holds what an earlier run wrote.
+        self.slots[i].rendered |= result.is_ok();
         match result {
             Ok(Outcome::Unchanged) => {
                 self.slots[i].last_keys = visible_keys;

@@ -127,6 +127,20 @@ fn empty_backend_on_first_render_keeps_a_working_file() {
 }
 
 #[test]
+fn a_failed_first_render_does_not_lift_the_guard() {
+    let dir = Dir::new();
+    let dest = upstream(&dir, "check_cmd = \"! grep -q bad {{.src}}\"");
+    fs::write(&dest, WORKING).unwrap();
+    dir.data("app:\n  upstreams:\n    a: bad\n");
+    let mut p = watch(&dir);
+    p.wait_stderr_after(0, "check_cmd failed", 1);
+    dir.write_by_rename("data.yaml", "other: x\n");
+    p.wait_stderr_after(0, "no keys", 1);
+    assert_eq!(dir.read("out/web.conf"), WORKING);
+    p.stop();
+}
+
+#[test]
 fn allow_empty_lets_a_deliberate_scale_to_zero_through() {
     let dir = Dir::new();
     let dest = upstream(&dir, "allow_empty = true");

@@ -14,17 +14,28 @@ use crate::debounce::Wait;
 use crate::dev::DevEvent;
 use crate::executor::{self, ChildAction, Telling};
 use crate::pipeline::{self, Outcome};
+use crate::redact::Redactor;
 use crate::render::View;
 use crate::report::Reporter;
 use crate::resource::{resource_files, LoadContext, Resource, ResourceError};
 
 /// Counts of one pass over resources.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Report {
     pub updated: usize,
     pub unchanged: usize,
     pub failed: usize,
     pub skipped: usize,
+    /// Resources whose write failed in a way that may pass later (disk full,
+    /// read-only): each with how long to wait before trying again.
+    pub retry: Vec<(usize, std::time::Duration)>,
+}
+
+impl Report {
+    /// Resources counted so far.
+    fn total(&self) -> usize {
+        self.updated + self.unchanged + self.failed + self.skipped
+    }
 }
 
 /// One loaded resource and what the engine remembers about it.
@@ -33,6 +44,11 @@ struct Slot {
     /// Keys the template could see at its last good render (the guard against
     /// a backend suddenly answering with nothing).
     last_keys: usize,
+    /// This process has rendered the resource at least once, through the
+    /// pipeline without error.
+    rendered: bool,
+    /// Writes that failed in a row, for the retry backoff.
+    write_failures: u32,
     /// When the executor was last told to reload for this resource.
     last_reload: Option<tokio::time::Instant>,
 }
@@ -71,6 +87,45 @@ impl Changes {
             .take_while(|k| k.starts_with(prefix))
             .any(|k| sidekick_backend::is_under(k, prefix))
     }
+}
+
+/// Why one resource's pass failed.
+struct Failure {
+    message: String,
+    /// Trying again later may succeed with the same data (a failed write).
+    retry: bool,
+}
+
+/// How long to wait before writing again after `failures` failed writes in
+/// a row: 1 s, doubling, at most a minute.
+fn retry_delay(failures: u32) -> std::time::Duration {
+    std::time::Duration::from_secs(1u64 << failures.min(6)).min(std::time::Duration::from_secs(60))
+}
+
+/// Takes out of `slots` every resource whose destination another one has too
+/// (compared without `.` components and repeated slashes), and returns an error
+/// for each, naming the other: neither renders, since the file would flip
+/// between them.
+fn reject_same_dest(slots: &mut Vec<Slot>) -> Vec<ResourceError> {
+    let key = |s: &Slot| s.resource.dest.components().collect::<std::path::PathBuf>();
+    let mut errors = Vec::new();
+    for (i, slot) in slots.iter().enumerate() {
+        let dest = key(slot);
+        if let Some(other) = slots
+            .iter()
+            .enumerate()
+            .find(|&(j, o)| j != i && key(o) == dest)
+            .map(|(_, o)| o.resource.file.clone())
+        {
+            errors.push(ResourceError::SameDest {
+                file: slot.resource.file.clone(),
+                dest: slot.resource.dest.clone(),
+                other,
+            });
+        }
+    }
+    slots.retain(|s| !errors.iter().any(|e| e.file() == s.resource.file));
+    errors
 }
 
 /// Resources, the data they render from, and the backend it comes from.
@@ -120,6 +175,11 @@ impl Engine {
             child_actions: Vec::new(),
         };
         engine.load_resources()?;
+        if !engine.opts.noop && !engine.opts.keep_stage_file {
+            for slot in &engine.slots {
+                pipeline::remove_stale_stages(&slot.resource.dest);
+            }
+        }
         Ok(engine)
     }
 
@@ -162,6 +222,8 @@ impl Engine {
                     slots.push(Slot {
                         resource,
                         last_keys: old.map_or(0, |s| s.last_keys),
+                        rendered: old.is_some_and(|s| s.rendered),
+                        write_failures: 0,
                         last_reload: old.and_then(|s| s.last_reload),
                     });
                 }
@@ -170,6 +232,10 @@ impl Engine {
                     self.broken.push(e);
                 }
             }
+        }
+        for e in reject_same_dest(&mut slots) {
+            self.reporter.resource_file_error(e.file(), &e.to_string());
+            self.broken.push(e);
         }
         if slots.is_empty() && self.broken.is_empty() {
             tracing::warn!(confd = %confd.display(), "no template resources (*.toml) found");
@@ -277,6 +343,10 @@ impl Engine {
     pub fn process(&mut self, which: &[usize]) -> Report {
         let mut report = Report::default();
         for &i in which {
+            if let Some(signal) = crate::shutdown::requested() {
+                tracing::info!(%signal, left = which.len() - report.total(), "stopping the pass");
+                break;
+            }
             self.process_one(i, &mut report);
         }
         report
@@ -298,18 +368,25 @@ impl Engine {
             .map(|p| self.tree.under(p).count())
             .sum::<usize>();
         let name = slot.resource.name.clone();
-        if visible_keys == 0 && slot.last_keys > 0 {
+        if let Some(why) = self.keep_on_empty(slot, visible_keys) {
             tracing::warn!(
                 resource = %name,
+                dest = %slot.resource.dest.display(),
                 backend = self.backend.name(),
                 before = slot.last_keys,
-                "backend returned no keys where there were some; keeping the last good file"
+                "backend returned no keys for the resource's prefixes {why}; keeping the last good file \
+                 (allow_empty = true lets an empty answer through)"
             );
             report.skipped += 1;
             return;
         }
         let dest = slot.resource.dest.display().to_string();
-        match self.render_and_swap(i) {
+        let redact = Redactor::for_keys(&*self.backend, &self.tree, &slot.resource.visible);
+        let result = self.render_and_swap(i, &redact);
+        // Only a render that went through counts: after a failed one the
+        // destination still holds what an earlier run wrote.
+        self.slots[i].rendered |= result.is_ok();
+        match result {
             Ok(Outcome::Unchanged) => {
                 self.slots[i].last_keys = visible_keys;
                 report.unchanged += 1;
@@ -328,25 +405,66 @@ impl Engine {
                     &self.slots[i].resource,
                     self.telling,
                     &mut self.child_actions,
+                    &redact,
                 );
                 match told {
                     Ok(true) => self.slots[i].last_reload = Some(tokio::time::Instant::now()),
                     Ok(false) => {}
                     Err(e) => {
                         report.failed += 1;
-                        self.reporter.resource_error(&name, &e.to_string());
+                        self.reporter
+                            .resource_error(&name, &redact.apply(&e.to_string()));
                     }
                 }
             }
-            Err(message) => {
+            Err(failure) => {
                 report.failed += 1;
-                self.reporter.resource_error(&name, &message);
+                self.reporter.resource_error(&name, &failure.message);
+                if failure.retry {
+                    let slot = &mut self.slots[i];
+                    let delay = retry_delay(slot.write_failures);
+                    slot.write_failures = slot.write_failures.saturating_add(1);
+                    tracing::info!(resource = %name, dest, retry_in = ?delay, "will try the write again");
+                    report.retry.push((i, delay));
+                }
+                return;
             }
         }
+        self.slots[i].write_failures = 0;
+    }
+
+    /// Why resource `slot`, whose prefixes hold `visible_keys` keys now, must
+    /// not be rendered: the backend answers with nothing where there was
+    /// something, before in this process (`last_keys`) or, on this process's
+    /// first render, in the destination (a non-empty file written by an earlier
+    /// run). `None`: render. A resource that reads no keys, one whose catalog
+    /// has services, and one with `allow_empty` always render.
+    fn keep_on_empty(&self, slot: &Slot, visible_keys: usize) -> Option<&'static str> {
+        let r = &slot.resource;
+        if visible_keys > 0 || r.allow_empty || r.visible.is_empty() {
+            return None;
+        }
+        let catalog_has_services = r.uses_catalog
+            && self
+                .catalog
+                .as_ref()
+                .is_some_and(|c| !c.services().is_empty());
+        if catalog_has_services {
+            return None;
+        }
+        if slot.last_keys > 0 {
+            return Some("where there were some");
+        }
+        let dest_has_content = std::fs::metadata(&r.dest).is_ok_and(|m| m.is_file() && m.len() > 0);
+        if !slot.rendered && dest_has_content {
+            return Some("on the first render, and the destination has content");
+        }
+        None
     }
 
     /// Renders resource `i` and brings its destination in line (up to the swap).
-    fn render_and_swap(&self, i: usize) -> Result<Outcome, String> {
+    /// Every message it returns has `redact`'s secret values masked.
+    fn render_and_swap(&self, i: usize, redact: &Redactor) -> Result<Outcome, Failure> {
         let resource = &self.slots[i].resource;
         let view = Arc::new(View {
             keys: Arc::clone(&self.tree),
@@ -355,14 +473,29 @@ impl Engine {
             catalog: self.catalog.clone(),
             backend: self.backend.name(),
         });
-        let content = resource.renderer.render(view).map_err(|e| e.to_string())?;
-        // Only a diff can show values; skip the scan without one.
+        let content = resource.renderer.render(view).map_err(|e| Failure {
+            message: redact.apply(&e.to_string()),
+            retry: false,
+        })?;
+        if content.len() as u64 > resource.max_output {
+            return Err(Failure {
+                message: format!(
+                    "the render is {} bytes, more than max_output ({} bytes); {} not written",
+                    content.len(),
+                    resource.max_output,
+                    resource.dest.display()
+                ),
+                retry: false,
+            });
+        }
+        // A diff of secret values shows only a size.
         let backend = &self.backend;
         let secret = self.opts.diff
-            && resource.visible.iter().any(|p| {
-                backend.is_secret(p) || self.tree.under(p).any(|(k, _)| backend.is_secret(k))
-            });
-        pipeline::apply(resource, &content, &self.opts, secret).map_err(|e| e.to_string())
+            && (!redact.is_empty() || resource.visible.iter().any(|p| backend.is_secret(p)));
+        pipeline::apply(resource, &content, &self.opts, secret, redact).map_err(|e| Failure {
+            message: redact.apply(&e.to_string()),
+            retry: e.is_retryable(),
+        })
     }
 
     /// What the supervised child should get after the passes so far.

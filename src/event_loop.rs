@@ -83,7 +83,7 @@ pub(crate) async fn run(
     mode: Mode,
     exec: Option<ExecSpec>,
 ) -> anyhow::Result<i32> {
-    let shutdown = Shutdown::new()?;
+    let mut shutdown = Shutdown::new()?;
     let onetime = settings.onetime && mode == Mode::Normal;
     let watch = settings.watch || mode == Mode::Dev;
     let interval = Duration::from_secs(settings.interval.max(1));
@@ -98,13 +98,17 @@ pub(crate) async fn run(
 
     if onetime && exec.is_none() {
         let interest = engine.interest();
-        let snapshot = engine
-            .backend()
-            .load(&interest)
-            .await
-            .map_err(|e| anyhow::anyhow!(e))?;
+        let backend = Arc::clone(engine.backend());
+        let snapshot = tokio::select! {
+            loaded = backend.load(&interest) => loaded.map_err(|e| anyhow::anyhow!(e))?,
+            _ = shutdown.recv() => return Ok(interrupted_code()),
+        };
         engine.set_data(snapshot);
         let report = engine.process_all();
+        if let Some(signal) = crate::shutdown::requested() {
+            tracing::info!(%signal, "{signal} received during the onetime run, stopped");
+            return Ok(interrupted_code());
+        }
         tracing::info!(
             updated = report.updated,
             unchanged = report.unchanged,
@@ -162,6 +166,7 @@ pub(crate) async fn run(
     };
     lp.engine.set_first(first);
     let report = lp.engine.process_all();
+    lp.schedule_retries(&report.retry);
     // The child starts with the files as they are now.
     lp.engine.take_child_actions();
     if onetime {
@@ -196,6 +201,12 @@ pub(crate) async fn run(
             return Ok(code);
         }
     }
+}
+
+/// The exit code of a `--onetime` run stopped by a signal: 128 + its number,
+/// as a shell reports a process killed by it.
+fn interrupted_code() -> i32 {
+    crate::shutdown::requested().map_or(1, |signal| 128 + signal as i32)
 }
 
 impl Loop {
@@ -331,7 +342,8 @@ impl Loop {
             }
         };
         if !which.is_empty() {
-            self.engine.process(&which);
+            let report = self.engine.process(&which);
+            self.schedule_retries(&report.retry);
         }
         self.act_on_child().await
     }
@@ -358,6 +370,15 @@ impl Loop {
             self.debouncer.take_due(now)
         } else {
             Vec::new()
+        }
+    }
+
+    /// Schedules each failed write to be tried again after its delay (a full
+    /// or read-only disk may be fixed without any change sidekick would see).
+    fn schedule_retries(&mut self, retry: &[(usize, Duration)]) {
+        let now = tokio::time::Instant::now();
+        for &(i, delay) in retry {
+            self.debouncer.touch(i, None, Some(now + delay), now);
         }
     }
 

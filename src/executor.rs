@@ -8,6 +8,7 @@ use nix::sys::signal::Signal;
 
 use crate::command::{self, CommandError};
 use crate::pipeline;
+use crate::redact::Redactor;
 use crate::reload::{self, ReloadError, Target};
 use crate::resource::Resource;
 
@@ -48,8 +49,9 @@ pub(crate) fn after_swap(
     resource: &Resource,
     telling: Telling,
     child: &mut Vec<ChildAction>,
+    redact: &Redactor,
 ) -> Result<bool, TellError> {
-    let told = tell(resource, telling, child);
+    let told = tell(resource, telling, child, redact);
     pipeline::sync_dir(&resource.dest);
     told
 }
@@ -58,13 +60,14 @@ fn tell(
     resource: &Resource,
     telling: Telling,
     child: &mut Vec<ChildAction>,
+    redact: &Redactor,
 ) -> Result<bool, TellError> {
     if telling.quiet {
         return Ok(false);
     }
     let mut reloaded = false;
     if let Some(cmd) = &resource.reload_cmd {
-        command::run(cmd).map_err(TellError::Reload)?;
+        command::run(cmd, redact).map_err(TellError::Reload)?;
         reloaded = true;
     }
     if resource.restart && telling.exec {

@@ -16,6 +16,7 @@ mod engine;
 mod event_loop;
 mod executor;
 mod pipeline;
+mod redact;
 mod reload;
 pub mod render;
 mod report;

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::command::{self, CommandError};
 use crate::diff;
+use crate::redact::Redactor;
 use crate::resource::{OutputFormat, Resource};
 
 /// How the pipeline behaves for this run.
@@ -49,10 +50,13 @@ pub(crate) enum PipelineError {
         format: &'static str,
         message: String,
     },
-    #[error("{op} {}: {source}", path.display())]
+    #[error("{}", io_message(op, path, dest, source))]
     Io {
         op: &'static str,
+        /// The file or directory the operation was on.
         path: PathBuf,
+        /// The destination being written.
+        dest: PathBuf,
         source: io::Error,
     },
     #[error("check_cmd failed, {} left unchanged: {source}", dest.display())]
@@ -63,11 +67,38 @@ pub(crate) enum PipelineError {
     },
 }
 
-fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> PipelineError + 'a {
+fn io_err<'a>(
+    op: &'static str,
+    path: &'a Path,
+    dest: &'a Path,
+) -> impl FnOnce(io::Error) -> PipelineError + 'a {
     move |source| PipelineError::Io {
         op,
         path: path.to_path_buf(),
+        dest: dest.to_path_buf(),
         source,
+    }
+}
+
+/// "cannot write DEST: OP PATH: ERROR", without repeating DEST when the
+/// operation was on it.
+fn io_message(op: &str, path: &Path, dest: &Path, source: &io::Error) -> String {
+    if path == dest {
+        format!("{op} {}: {source}", path.display())
+    } else {
+        format!(
+            "cannot write {}: {op} {}: {source}",
+            dest.display(),
+            path.display()
+        )
+    }
+}
+
+impl PipelineError {
+    /// Whether trying again later may succeed without any change of data or
+    /// templates: a write that failed (disk full, read-only, permissions).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, PipelineError::Io { .. })
     }
 }
 
@@ -101,25 +132,33 @@ struct Wanted {
 
 /// Brings `resource.dest` in line with `content`.
 /// `secret`: the render read secret keys, so a diff shows only a size.
+/// `redact`: their values, masked in a check's output and a format error.
 pub(crate) fn apply(
     resource: &Resource,
     content: &str,
     opts: &Options,
     secret: bool,
+    redact: &Redactor,
 ) -> Result<Outcome, PipelineError> {
     if let Some(format) = resource.output_format {
-        validate_format(format, content)?;
+        validate_format(format, content).map_err(|e| match e {
+            PipelineError::Format { format, message } => PipelineError::Format {
+                format,
+                message: redact.apply(&message),
+            },
+            other => other,
+        })?;
     }
     let dest = &resource.dest;
     let current = match fs::read(dest) {
         Ok(bytes) => Some(bytes),
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(e) => return Err(io_err("read", dest)(e)),
+        Err(e) => return Err(io_err("read", dest, dest)(e)),
     };
     let meta = match fs::metadata(dest) {
         Ok(m) => Some(m),
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(e) => return Err(io_err("stat", dest)(e)),
+        Err(e) => return Err(io_err("stat", dest, dest)(e)),
     };
     let wanted = Wanted {
         mode: resource
@@ -164,12 +203,12 @@ pub(crate) fn apply(
         let cmd = cmd
             .replace("{{.src}}", &stage.path.to_string_lossy())
             .replace("{{ .src }}", &stage.path.to_string_lossy());
-        command::run(&cmd).map_err(|source| PipelineError::Check {
+        command::run(&cmd, redact).map_err(|source| PipelineError::Check {
             source,
             dest: dest.clone(),
         })?;
     }
-    stage.persist(dest)?;
+    stage.persist(dest, content.as_bytes(), &wanted)?;
     Ok(Outcome::Updated)
 }
 
@@ -185,10 +224,79 @@ pub(crate) fn sync_dir(dest: &Path) {
     }
 }
 
+/// Removes the stage files of `dest` that an earlier sidekick left behind when
+/// it was killed mid-write (SIGKILL, a crash, a power cut): files named
+/// `.NAME.sidekick-PID-N` beside it whose PID is this process's own (a
+/// container's sidekick is often PID 1 in every run, and this process has
+/// staged nothing yet) or no running process's. Call it before the first
+/// pass. Best effort: a file that cannot be removed is logged and left.
+pub(crate) fn remove_stale_stages(dest: &Path) {
+    let dir = match dest.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let Some(name) = dest.file_name() else {
+        return;
+    };
+    let prefix = format!(".{}.sidekick-", name.to_string_lossy());
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let file_name = entry.file_name();
+        let Some(pid) = file_name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .and_then(stage_pid)
+        else {
+            continue;
+        };
+        if pid != std::process::id() && process_exists(pid) {
+            continue;
+        }
+        let path = entry.path();
+        match fs::remove_file(&path) {
+            Ok(()) => tracing::warn!(
+                stage = %path.display(),
+                dest = %dest.display(),
+                pid,
+                "removed a stale stage file left by a sidekick that was killed mid-write"
+            ),
+            Err(e) => tracing::warn!(
+                stage = %path.display(),
+                error = %e,
+                "cannot remove a stale stage file"
+            ),
+        }
+    }
+}
+
+/// The PID of a stage file name's `PID-N` tail.
+fn stage_pid(tail: &str) -> Option<u32> {
+    let (pid, n) = tail.split_once('-')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(n) {
+        return None;
+    }
+    digits(pid).then(|| pid.parse().ok()).flatten()
+}
+
+/// Whether a process `pid` exists (signal 0: EPERM means it does).
+fn process_exists(pid: u32) -> bool {
+    let Ok(raw) = i32::try_from(pid) else {
+        return false;
+    };
+    !matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), None),
+        Err(nix::errno::Errno::ESRCH)
+    )
+}
+
 /// A temporary file beside the destination. Removed on drop unless it was
 /// renamed into place (or kept on request after a failure).
 struct Stage {
     path: PathBuf,
+    dest: PathBuf,
     file: Option<File>,
     keep: bool,
 }
@@ -202,7 +310,7 @@ impl Stage {
             _ => PathBuf::from("."),
         };
         if !dir.exists() {
-            fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
+            fs::create_dir_all(&dir).map_err(io_err("create directory", &dir, dest))?;
         }
         let name = dest
             .file_name()
@@ -217,9 +325,10 @@ impl Stage {
             .create_new(true)
             .mode(0o600)
             .open(&path)
-            .map_err(io_err("create stage file", &path))?;
+            .map_err(io_err("create stage file", &path, dest))?;
         Ok(Stage {
             path,
+            dest: dest.to_path_buf(),
             file: Some(file),
             keep,
         })
@@ -233,33 +342,85 @@ impl Stage {
     }
 
     fn write(&mut self, bytes: &[u8]) -> Result<(), PipelineError> {
-        let path = self.path.clone();
-        self.file().write_all(bytes).map_err(io_err("write", &path))
+        let (path, dest) = (self.path.clone(), self.dest.clone());
+        self.file()
+            .write_all(bytes)
+            .map_err(io_err("write", &path, &dest))
     }
 
     fn set_meta(&mut self, wanted: &Wanted) -> Result<(), PipelineError> {
-        let path = self.path.clone();
-        let file = self.file();
-        file.set_permissions(fs::Permissions::from_mode(wanted.mode))
-            .map_err(io_err("chmod", &path))?;
-        let meta = file.metadata().map_err(io_err("stat", &path))?;
-        if meta.uid() != wanted.uid || meta.gid() != wanted.gid {
-            std::os::unix::fs::fchown(&*file, Some(wanted.uid), Some(wanted.gid))
-                .map_err(io_err("chown", &path))?;
-        }
-        Ok(())
+        let (path, dest) = (self.path.clone(), self.dest.clone());
+        set_meta(self.file(), wanted).map_err(|(op, e)| io_err(op, &path, &dest)(e))
     }
 
     /// fsync, then rename over `dest`. The directory is synced later, by
-    /// [`sync_dir`], once the executor has been told.
-    fn persist(mut self, dest: &Path) -> Result<(), PipelineError> {
+    /// [`sync_dir`], once the executor has been told. A destination that is
+    /// a mount point of its own (a file bind-mounted by Docker's `-v
+    /// file:file` or Kubernetes' `subPath`) cannot be renamed over (EBUSY,
+    /// or EXDEV): it is written in place instead.
+    fn persist(
+        mut self,
+        dest: &Path,
+        content: &[u8],
+        wanted: &Wanted,
+    ) -> Result<(), PipelineError> {
         if let Some(file) = self.file.take() {
-            file.sync_all().map_err(io_err("fsync", &self.path))?;
+            file.sync_all()
+                .map_err(io_err("fsync", &self.path, &self.dest))?;
         }
-        fs::rename(&self.path, dest).map_err(io_err("rename stage file over", dest))?;
-        self.keep = true; // nothing left to remove
-        Ok(())
+        match fs::rename(&self.path, dest) {
+            Ok(()) => {
+                self.keep = true; // nothing left to remove
+                Ok(())
+            }
+            Err(e) if is_mount_point_error(&e) => {
+                tracing::warn!(
+                    dest = %dest.display(),
+                    error = %e,
+                    "cannot rename over the destination (a bind-mounted file?); writing it in \
+                     place, after the check: readers may see it half-written"
+                );
+                write_in_place(dest, content, wanted)
+                // The stage file is removed on drop.
+            }
+            Err(e) => Err(io_err("rename stage file over", dest, dest)(e)),
+        }
     }
+}
+
+/// EBUSY or EXDEV from a rename: the destination is a mount point.
+fn is_mount_point_error(e: &io::Error) -> bool {
+    let errno = e.raw_os_error().map(nix::errno::Errno::from_raw);
+    matches!(
+        errno,
+        Some(nix::errno::Errno::EBUSY | nix::errno::Errno::EXDEV)
+    )
+}
+
+/// Sets mode and owner of `file` as wanted; the error names the operation.
+fn set_meta(file: &File, wanted: &Wanted) -> Result<(), (&'static str, io::Error)> {
+    file.set_permissions(fs::Permissions::from_mode(wanted.mode))
+        .map_err(|e| ("chmod", e))?;
+    let meta = file.metadata().map_err(|e| ("stat", e))?;
+    if meta.uid() != wanted.uid || meta.gid() != wanted.gid {
+        std::os::unix::fs::fchown(file, Some(wanted.uid), Some(wanted.gid))
+            .map_err(|e| ("chown", e))?;
+    }
+    Ok(())
+}
+
+/// Truncates `dest` and writes `content` into it, then mode, owner and fsync:
+/// the one write that does not go through a rename (see `Stage::persist`).
+fn write_in_place(dest: &Path, content: &[u8], wanted: &Wanted) -> Result<(), PipelineError> {
+    let err = |op| io_err(op, dest, dest);
+    let mut file = OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(dest)
+        .map_err(err("open for an in-place write"))?;
+    file.write_all(content).map_err(err("write in place"))?;
+    set_meta(&file, wanted).map_err(|(op, e)| io_err(op, dest, dest)(e))?;
+    file.sync_all().map_err(err("fsync"))
 }
 
 impl Drop for Stage {

@@ -18,8 +18,14 @@ pub(crate) enum Reporter {
 
 impl Reporter {
     /// A resource failed (render, check, write or reload).
+    /// The log gets one event per line of `message` (a command's output, a
+    /// template error's report), never one line of unbounded length.
     pub fn resource_error(&self, resource: &str, message: &str) {
-        tracing::error!(resource, "{message}");
+        let mut lines = message.lines();
+        tracing::error!(resource, "{}", lines.next().unwrap_or_default());
+        for line in lines {
+            tracing::error!(resource, "| {line}");
+        }
         self.console_error(&format!("{resource}: {message}"));
     }
 

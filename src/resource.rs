@@ -46,6 +46,12 @@ struct TemplateSection {
     min_reload_interval: Option<Spanned<String>>,
     #[serde(default)]
     restart: bool,
+    /// Let an answer with no keys replace a file that has content (a
+    /// deliberate scale to zero); off, such a file is kept.
+    #[serde(default)]
+    allow_empty: bool,
+    /// Largest render written, in bytes or with a unit ("64MB").
+    max_output: Option<Spanned<SizeSpec>>,
     kill_signal: Option<Spanned<SignalSpec>>,
     /// `"go"` or `"tera"`: overrides `--template-engine` for this resource.
     engine: Option<Spanned<String>>,
@@ -71,6 +77,8 @@ const FIELDS: &[&str] = &[
     "wait",
     "min_reload_interval",
     "restart",
+    "allow_empty",
+    "max_output",
     "kill_signal",
     "engine",
 ];
@@ -112,6 +120,48 @@ pub(crate) fn fold_field_case(text: &str) -> std::borrow::Cow<'_, str> {
     match out {
         Some(s) => std::borrow::Cow::Owned(s),
         None => std::borrow::Cow::Borrowed(text),
+    }
+}
+
+/// A size as written: bytes, or a string with a unit ("64MB").
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum SizeSpec {
+    Bytes(i64),
+    Text(String),
+}
+
+/// What `max_output` is when a resource leaves it out: 64 MiB.
+pub(crate) const DEFAULT_MAX_OUTPUT: u64 = 64 * 1024 * 1024;
+
+impl SizeSpec {
+    /// Bytes; units K, M, G (also KB, KiB, ...) are powers of 1024.
+    fn bytes(&self) -> Result<u64, String> {
+        let text = match self {
+            SizeSpec::Bytes(n) => {
+                return u64::try_from(*n).map_err(|_| format!("{n} is not a size in bytes"))
+            }
+            SizeSpec::Text(t) => t.trim(),
+        };
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (num, unit) = text.split_at(split);
+        let shift = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 0,
+            "k" | "kb" | "kib" => 10,
+            "m" | "mb" | "mib" => 20,
+            "g" | "gb" | "gib" => 30,
+            _ => {
+                return Err(format!(
+                    "{text:?} is not a size like \"64MB\", \"512KB\" or 1048576"
+                ))
+            }
+        };
+        num.parse::<u64>()
+            .ok()
+            .and_then(|n| n.checked_mul(1 << shift))
+            .ok_or_else(|| format!("{text:?} is not a size like \"64MB\", \"512KB\" or 1048576"))
     }
 }
 
@@ -177,6 +227,10 @@ pub(crate) struct Resource {
     /// Restart the supervised child instead of signalling it.
     pub restart: bool,
     pub kill_signal: Signal,
+    /// An answer with no keys may replace a file that has content.
+    pub allow_empty: bool,
+    /// A render longer than this many bytes is refused, not written.
+    pub max_output: u64,
     /// The template (or an include) calls `service()` or `services()`.
     pub uses_catalog: bool,
     pub renderer: Box<dyn Renderer>,
@@ -197,6 +251,17 @@ pub(crate) enum ResourceError {
         line: usize,
         message: String,
     },
+    #[error(
+        "{}: field `dest`: {} is also the destination of {}; two resources cannot write one file",
+        file.display(),
+        dest.display(),
+        other.display()
+    )]
+    SameDest {
+        file: PathBuf,
+        dest: PathBuf,
+        other: PathBuf,
+    },
     #[error("{}: template {src:?}: {source}", file.display())]
     Template {
         file: PathBuf,
@@ -212,6 +277,7 @@ impl ResourceError {
         match self {
             ResourceError::Read { file, .. }
             | ResourceError::Invalid { file, .. }
+            | ResourceError::SameDest { file, .. }
             | ResourceError::Template { file, .. } => file,
         }
     }
@@ -282,15 +348,18 @@ impl Resource {
         }
         let mode = match &t.mode {
             Some(m) => Some(
-                u32::from_str_radix(m.get_ref().trim_start_matches("0o"), 8).map_err(|_| {
-                    invalid(
-                        Some(m.span()),
-                        format!(
-                            "field `mode`: {:?} is not an octal file mode like \"0644\"",
-                            m.get_ref()
-                        ),
-                    )
-                })?,
+                u32::from_str_radix(m.get_ref().trim_start_matches("0o"), 8)
+                    .ok()
+                    .filter(|&mode| mode <= 0o7777)
+                    .ok_or_else(|| {
+                        invalid(
+                            Some(m.span()),
+                            format!(
+                                "field `mode`: {:?} is not an octal file mode from \"0000\" to \"7777\" (like \"0644\")",
+                                m.get_ref()
+                            ),
+                        )
+                    })?,
             ),
             None => None,
         };
@@ -380,6 +449,13 @@ impl Resource {
             })?),
             None => None,
         };
+        let max_output = match &t.max_output {
+            Some(m) => m
+                .get_ref()
+                .bytes()
+                .map_err(|e| invalid(Some(m.span()), format!("field `max_output`: {e}")))?,
+            None => DEFAULT_MAX_OUTPUT,
+        };
         let prefix = join_prefix(global_prefix, t.prefix.as_deref().unwrap_or(""));
         // `keys = []` reads nothing from the backend: it must never widen to the
         // whole store (for Consul, every KV pair of the datacenter).
@@ -423,6 +499,8 @@ impl Resource {
             min_reload_interval,
             restart: t.restart,
             kill_signal,
+            allow_empty: t.allow_empty,
+            max_output,
             uses_catalog: renderer.uses_catalog(),
             renderer,
         })
@@ -465,6 +543,21 @@ mod tests {
             engine: TemplateEngine::Tera,
         };
         Resource::load(&file, &ctx).unwrap().visible
+    }
+
+    #[test]
+    fn sizes_are_bytes_or_have_a_binary_unit() {
+        let size = |t: &str| SizeSpec::Text(t.into()).bytes();
+        assert_eq!(SizeSpec::Bytes(1000).bytes(), Ok(1000));
+        assert!(SizeSpec::Bytes(-1).bytes().is_err());
+        assert_eq!(size("64MB"), Ok(64 << 20));
+        assert_eq!(size("64 MiB"), Ok(64 << 20));
+        assert_eq!(size("1k"), Ok(1024));
+        assert_eq!(size("2G"), Ok(2 << 30));
+        assert_eq!(size("12"), Ok(12));
+        assert!(size("lots").is_err());
+        assert!(size("1.5MB").is_err());
+        assert!(size("99999999999999999999G").is_err());
     }
 
     #[test]

@@ -26,6 +26,10 @@ const FORWARDED: [Signal; 7] = [
     Signal::SIGWINCH,
 ];
 
+/// What the child gets when sidekick dies without stopping it (SIGKILL, a
+/// crash): PR_SET_PDEATHSIG. SIGTERM, so the app can shut down cleanly.
+const PARENT_DEATH_SIGNAL: Signal = Signal::SIGTERM;
+
 /// What the supervisor saw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Event {
@@ -115,6 +119,23 @@ impl Supervisor {
         if self.group {
             cmd.process_group(0);
         }
+        let parent = nix::unistd::getpid();
+        // SAFETY: between fork and exec the closure makes two system calls
+        // (prctl, getppid) and allocates nothing, as `pre_exec` requires.
+        unsafe {
+            cmd.pre_exec(move || {
+                // A sidekick killed by SIGKILL (or crashing) takes the app
+                // with it instead of leaving it running unsupervised.
+                nix::sys::prctl::set_pdeathsig(PARENT_DEATH_SIGNAL)?;
+                // We may have died before the prctl: then no signal comes.
+                if nix::unistd::getppid() != parent {
+                    return Err(std::io::Error::other(
+                        "sidekick exited while starting the child",
+                    ));
+                }
+                Ok(())
+            })
+        };
         let child = cmd.spawn().map_err(|source| SuperviseError::Start {
             cmd: self.argv.join(" "),
             source,

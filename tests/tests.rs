@@ -21,6 +21,7 @@ mod errors;
 #[cfg(feature = "etcd")]
 mod etcd;
 mod executor;
+mod faults;
 mod functions;
 mod golden;
 #[cfg(feature = "kubernetes")]

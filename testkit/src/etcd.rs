@@ -216,6 +216,19 @@ impl Etcd {
         }
     }
 
+    /// Kills etcd, deletes its data dir and starts it again on the same ports:
+    /// an etcd back with a wiped (or lost) data dir, its revision at 1 again.
+    pub fn wipe_and_restart(&mut self) {
+        self.kill();
+        let data = self.dir.path().join("data");
+        if let Err(e) = std::fs::remove_dir_all(&data) {
+            panic!("wipe {}: {e}", data.display());
+        }
+        if let Err(e) = self.spawn() {
+            panic!("restart after wipe: {}", e.message);
+        }
+    }
+
     /// Sets `key` to `value`; returns the new revision. Plain-http etcd only.
     pub fn put(&self, key: &str, value: &str) -> i64 {
         let body = format!(

@@ -18,7 +18,9 @@ pub use backoff::Backoff;
 pub use catalog::{Catalog, ServiceInstance};
 pub use driver::{drive, poll, Label, Machine, Names, Step};
 pub use error::{BackendError, ErrorKind};
-pub use keys::{is_under, join_prefix, minimal_prefixes, normalize_key, normalize_owned, KeyTree};
+pub use keys::{
+    is_normal, is_under, join_prefix, minimal_prefixes, normalize_key, normalize_owned, KeyTree,
+};
 
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;

@@ -7,11 +7,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use etcd_client::{Client, EventType, GetOptions, WatchOptions, WatchStream};
-use sidekick_backend::{is_under, normalize_owned, BackendError, KeyTree};
+use sidekick_backend::{is_normal, is_under, normalize_owned, BackendError, KeyTree};
 use tonic::Code;
 
 use crate::config::{config_error, Resolved, MAX_MESSAGE};
-use crate::watch::{unavailable, Event, Loaded, Response, Source};
+use crate::watch::{unavailable, Event, Loaded, Position, Response, Source};
 use crate::NAME;
 
 /// Time allowed, beyond the TCP connect timeout, for the TLS and HTTP/2
@@ -34,6 +34,8 @@ pub(crate) struct Cluster {
 pub(crate) struct Conn {
     client: Client,
     endpoint: String,
+    /// Where the endpoint's store stood when it answered the connect.
+    position: Position,
 }
 
 /// A watch stream on one endpoint.
@@ -53,15 +55,18 @@ impl Cluster {
     /// Connects to `endpoint`: TCP (and TLS), then authentication or a status
     /// request, so that a dead or silent endpoint fails here, within the
     /// connect limit, rather than in the first real request.
-    async fn connect_one(&self, endpoint: &str) -> Result<Client, BackendError> {
+    /// The status request also says which cluster it is and its revision
+    /// (the [`Position`]), for the watch to tell a wiped or restored store.
+    async fn connect_one(&self, endpoint: &str) -> Result<(Client, Position), BackendError> {
         let options = self.config.connect_options();
-        let with_user = self.config.user.is_some();
         let connect = async {
             let mut client = Client::connect([endpoint], Some(options)).await?;
-            if !with_user {
-                client.status().await?;
-            }
-            Ok::<Client, etcd_client::Error>(client)
+            let status = client.status().await?;
+            let position = status.header().map_or(Position::default(), |h| Position {
+                cluster_id: h.cluster_id(),
+                revision: h.revision(),
+            });
+            Ok::<(Client, Position), etcd_client::Error>((client, position))
         };
         let limit = self.config.timing.connect_timeout + HANDSHAKE_SLACK;
         match tokio::time::timeout(limit, connect).await {
@@ -158,6 +163,48 @@ fn describe(error: &etcd_client::Error) -> String {
     }
 }
 
+/// Two etcd keys that are one key in the tree (`/a//x` and `/a/x`: empty
+/// segments are dropped) would have one value win silently: each such pair
+/// is logged, naming both keys, and the key written in the tree's form wins
+/// (between two in other forms, the later in etcd's order). `renamed` holds
+/// the indices in `pairs` of keys stored in another form, and those forms.
+fn drop_colliding(pairs: &mut Vec<(String, String)>, renamed: &[(usize, String)], endpoint: &str) {
+    let mut drop = vec![false; pairs.len()];
+    for (n, (i, stored)) in renamed.iter().enumerate() {
+        let key = &pairs[*i].0;
+        let normal_twin = pairs
+            .iter()
+            .enumerate()
+            .any(|(j, (k, _))| j != *i && k == key && !renamed.iter().any(|(r, _)| *r == j));
+        let later_twin = renamed[n + 1..]
+            .iter()
+            .find(|(j, _)| pairs[*j].0 == *key)
+            .map(|(_, s)| s.as_str());
+        let winner = if normal_twin {
+            Some(key.as_str())
+        } else {
+            later_twin
+        };
+        if let Some(winner) = winner {
+            tracing::warn!(
+                backend = NAME,
+                endpoint,
+                key = %stored,
+                same_as = %winner,
+                "two etcd keys are one key once empty segments are dropped; using {winner:?}'s \
+                 value, not {stored:?}'s"
+            );
+            drop[*i] = true;
+        }
+    }
+    let mut index = 0;
+    pairs.retain(|_| {
+        let keep = !drop[index];
+        index += 1;
+        keep
+    });
+}
+
 /// Key and options for reading or watching everything under `prefix`. etcd's
 /// prefixes are bytes (`/app` also matches `/apple`); callers filter with
 /// [`is_under`].
@@ -186,6 +233,10 @@ impl Source for Cluster {
         &self.config.label
     }
 
+    fn position(&self, conn: &Conn) -> Position {
+        conn.position
+    }
+
     async fn connect(&self) -> Result<Conn, BackendError> {
         let endpoints = &self.config.endpoints;
         let first = self.preferred.load(Ordering::Relaxed) % endpoints.len();
@@ -194,11 +245,12 @@ impl Source for Cluster {
             let index = (first + i) % endpoints.len();
             let endpoint = &endpoints[index];
             match self.connect_one(endpoint).await {
-                Ok(client) => {
+                Ok((client, position)) => {
                     self.preferred.store(index, Ordering::Relaxed);
                     return Ok(Conn {
                         client,
                         endpoint: endpoint.clone(),
+                        position,
                     });
                 }
                 // Reachable but refused, or misconfigured: the same everywhere.
@@ -238,6 +290,8 @@ impl Source for Cluster {
         let mut last_error = None;
         'attempt: for _ in 0..LOAD_ATTEMPTS {
             let mut pairs: Vec<(String, String)> = Vec::new();
+            // Keys etcd holds in another form (`/a//x`): index in `pairs`, and as stored.
+            let mut renamed: Vec<(usize, String)> = Vec::new();
             let mut revision = 0;
             for prefix in prefixes {
                 let (key, all) = range(prefix);
@@ -277,12 +331,20 @@ impl Source for Cluster {
                 }
                 for kv in response.take_kvs() {
                     let (key, value) = kv.into_key_value();
+                    let raw = owned_text(key);
                     // Most keys are already in the tree's form: no copy then.
-                    let key = normalize_owned(owned_text(key));
+                    let stored = (!is_normal(&raw)).then(|| raw.clone());
+                    let key = normalize_owned(raw);
                     if is_under(&key, prefix) {
+                        if let Some(stored) = stored {
+                            renamed.push((pairs.len(), stored));
+                        }
                         pairs.push((key, owned_text(value)));
                     }
                 }
+            }
+            if !renamed.is_empty() {
+                drop_colliding(&mut pairs, &renamed, endpoint);
             }
             // etcd answers in key order, so the tree is built in one pass.
             let keys: KeyTree = pairs.into_iter().collect();

@@ -37,6 +37,16 @@ pub(crate) struct Loaded {
     pub revision: i64,
 }
 
+/// Where an etcd endpoint's store stands, from the header of its answer to a
+/// connect: which cluster and which revision. Zeros when unknown.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Position {
+    /// The cluster's id.
+    pub cluster_id: u64,
+    /// The store's current revision.
+    pub revision: i64,
+}
+
 /// One key change as etcd reported it.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Event {
@@ -76,6 +86,9 @@ pub(crate) trait Source: Send + Sync + 'static {
 
     /// The endpoints, for logs.
     fn label(&self) -> &str;
+
+    /// Where the store of `conn`'s endpoint stood when it connected.
+    fn position(&self, conn: &Self::Conn) -> Position;
 
     /// Opens a client (and authenticates).
     fn connect(&self) -> impl Future<Output = Result<Self::Conn, BackendError>> + Send;
@@ -126,6 +139,8 @@ pub(crate) struct Watch<S: Source> {
     source: Arc<S>,
     interest: Interest,
     state: State<S>,
+    /// The cluster the delivered data came from (0 until known).
+    cluster_id: u64,
 }
 
 impl<S: Source> Watch<S> {
@@ -135,22 +150,44 @@ impl<S: Source> Watch<S> {
             source,
             interest,
             state: State::Connecting { resume: None },
+            cluster_id: 0,
         }
     }
 
     /// Where a fresh connection goes: on to watch from the revisions already
-    /// delivered, or to read everything when there are none.
-    ///
-    /// This is the place for issue 18: before resuming, compare what the new
-    /// connection reports (its cluster id, its header revision) with what the
-    /// delivered revisions came from; an etcd restored from a backup
-    /// (revision gone backwards) or another cluster must be read again
-    /// (`State::Loading`), not resumed. Not done yet.
-    fn after_connect(conn: S::Conn, resume: Option<Vec<i64>>) -> State<S> {
-        match resume {
-            Some(revisions) => State::Subscribing { conn, revisions },
-            None => State::Loading { conn },
+    /// delivered, or to read everything when there are none, or when the
+    /// store is not the one they came from: another cluster id, or a current
+    /// revision below one already delivered (an etcd back with a wiped data
+    /// dir, or restored from a backup). Resuming then would wait for
+    /// revisions that mean other changes, missing everything in between.
+    fn after_connect(&mut self, conn: S::Conn, resume: Option<Vec<i64>>) -> State<S> {
+        let now = self.source.position(&conn);
+        let Some(revisions) = resume else {
+            self.cluster_id = now.cluster_id;
+            return State::Loading { conn };
+        };
+        let delivered = revisions.iter().copied().max().unwrap_or(0);
+        let other_cluster =
+            self.cluster_id != 0 && now.cluster_id != 0 && now.cluster_id != self.cluster_id;
+        let went_back = now.revision > 0 && now.revision < delivered;
+        if other_cluster || went_back {
+            tracing::warn!(
+                backend = NAME,
+                endpoint = self.source.label(),
+                delivered_revision = delivered,
+                revision = now.revision,
+                cluster_id = format_args!("{:x}", now.cluster_id),
+                was_cluster_id = format_args!("{:x}", self.cluster_id),
+                "etcd is not the store the data came from (revision went backwards or cluster id \
+                 changed: wiped or restored?); reading everything again"
+            );
+            self.cluster_id = now.cluster_id;
+            return State::Loading { conn };
         }
+        if self.cluster_id == 0 {
+            self.cluster_id = now.cluster_id;
+        }
+        State::Subscribing { conn, revisions }
     }
 
     /// Reconnects next, resuming from `resume`, and reports `error`.
@@ -192,7 +229,7 @@ impl<S: Source> Machine for Watch<S> {
         match state {
             State::Connecting { resume } => match self.source.connect().await {
                 Ok(conn) => {
-                    self.state = Self::after_connect(conn, resume);
+                    self.state = self.after_connect(conn, resume);
                     Step::Pending
                 }
                 Err(e) => self.failed(e, resume),
@@ -357,7 +394,16 @@ fn read_response(
         .iter()
         .filter_map(|event| {
             let key = normalize_key(&event.key);
-            if !interest.covers(&key) {
+            // The watch an event came from says which prefix to check: one
+            // comparison, not one per prefix (many `keys` made that square).
+            let covered = match slot {
+                Some(i) => interest
+                    .prefixes
+                    .get(i)
+                    .is_some_and(|p| sidekick_backend::is_under(&key, p)),
+                None => interest.covers(&key),
+            };
+            if !covered {
                 return None;
             }
             Some(match &event.value {
@@ -398,7 +444,7 @@ mod tests {
     /// A scripted etcd: each call pops its next answer and is written to `log`.
     #[derive(Default)]
     struct Fake {
-        connects: Mutex<VecDeque<Result<(), BackendError>>>,
+        connects: Mutex<VecDeque<Result<Position, BackendError>>>,
         loads: Mutex<VecDeque<Result<Loaded, BackendError>>>,
         watches: Mutex<VecDeque<Result<Script, BackendError>>>,
         log: Mutex<Vec<String>>,
@@ -412,7 +458,18 @@ mod tests {
             std::mem::take(&mut *self.log.lock().unwrap())
         }
         fn connect_ok(&self) -> &Self {
-            self.connects.lock().unwrap().push_back(Ok(()));
+            self.connects
+                .lock()
+                .unwrap()
+                .push_back(Ok(Position::default()));
+            self
+        }
+        /// A connect to a store of cluster `cluster_id` at `revision`.
+        fn connect_at(&self, cluster_id: u64, revision: i64) -> &Self {
+            self.connects.lock().unwrap().push_back(Ok(Position {
+                cluster_id,
+                revision,
+            }));
             self
         }
         fn connect_err(&self, e: BackendError) -> &Self {
@@ -445,14 +502,18 @@ mod tests {
     }
 
     impl Source for Fake {
-        type Conn = ();
+        type Conn = Position;
         type Watch = Script;
 
         fn label(&self) -> &str {
             "http://fake:2379"
         }
 
-        async fn connect(&self) -> Result<(), BackendError> {
+        fn position(&self, conn: &Position) -> Position {
+            *conn
+        }
+
+        async fn connect(&self) -> Result<Position, BackendError> {
             self.note("connect".into());
             self.connects
                 .lock()
@@ -461,7 +522,11 @@ mod tests {
                 .expect("unexpected connect")
         }
 
-        async fn load(&self, _: &mut (), prefixes: &[String]) -> Result<Loaded, BackendError> {
+        async fn load(
+            &self,
+            _: &mut Position,
+            prefixes: &[String],
+        ) -> Result<Loaded, BackendError> {
             self.note(format!("load {}", prefixes.join(" ")));
             self.loads
                 .lock()
@@ -472,7 +537,7 @@ mod tests {
 
         async fn subscribe(
             &self,
-            _: &mut (),
+            _: &mut Position,
             from: &[(String, i64)],
         ) -> Result<Script, BackendError> {
             let from: Vec<String> = from.iter().map(|(p, r)| format!("{p}@{r}")).collect();
@@ -625,6 +690,76 @@ mod tests {
         assert_eq!(
             fake.log(),
             ["connect", "load /a /b", "subscribe /a@42 /b@42"]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_store_whose_revision_went_backwards_is_read_again_not_resumed() {
+        // Delivered up to 52; etcd comes back with a wiped data dir at 3.
+        let fake = Arc::new(Fake::default());
+        fake.connect_at(7, 50)
+            .load(50, &[("/a/x", "old"), ("/a/y", "old")])
+            .watch(vec![
+                created(0),
+                events(0, &[("/a/x", Some("newer"), 52)]),
+                Err(down()),
+            ])
+            .connect_at(7, 3)
+            .load(3, &[("/a/x", "wiped")])
+            .watch(vec![created(0)]);
+        let mut s = run(&fake, &["/a"]);
+        assert_eq!(snapshot(next(&mut s).await).get("/a/x"), Some("old"));
+        assert_eq!(next(&mut s).await.unwrap(), [put("/a/x", "newer")]);
+        assert!(next(&mut s).await.unwrap_err().is_transient());
+        let keys = snapshot(next(&mut s).await);
+        assert_eq!(keys.get("/a/x"), Some("wiped"));
+        assert_eq!(keys.get("/a/y"), None, "no stale key kept");
+        idle(&mut s).await;
+        assert_eq!(
+            fake.log(),
+            [
+                "connect",
+                "load /a",
+                "subscribe /a@51",
+                "connect",
+                "load /a",
+                "subscribe /a@4"
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn another_cluster_is_read_again_and_the_same_one_resumed() {
+        let fake = Arc::new(Fake::default());
+        fake.connect_at(7, 10)
+            .load(10, &[("/a/x", "one")])
+            .watch(vec![created(0), Err(down())])
+            // Same cluster, further on: resume.
+            .connect_at(7, 12)
+            .watch(vec![created(0), Err(down())])
+            // Another cluster, even at a higher revision: read again.
+            .connect_at(9, 500)
+            .load(500, &[("/a/x", "two")])
+            .watch(vec![created(0)]);
+        let mut s = run(&fake, &["/a"]);
+        assert_eq!(snapshot(next(&mut s).await).get("/a/x"), Some("one"));
+        assert!(next(&mut s).await.unwrap_err().is_transient());
+        assert_eq!(next(&mut s).await.unwrap(), []);
+        assert!(next(&mut s).await.unwrap_err().is_transient());
+        assert_eq!(snapshot(next(&mut s).await).get("/a/x"), Some("two"));
+        idle(&mut s).await;
+        assert_eq!(
+            fake.log(),
+            [
+                "connect",
+                "load /a",
+                "subscribe /a@11",
+                "connect",
+                "subscribe /a@11",
+                "connect",
+                "load /a",
+                "subscribe /a@501"
+            ]
         );
     }
 

@@ -71,6 +71,7 @@ fn bench_render(root: &Path, tree: &KeyTree, engine: TemplateEngine, src: &str) 
         visible: vec!["/app/upstreams".into()],
         catalog: None,
         backend: "bench",
+        limits: Default::default(),
     });
     // Warm up once, then measure.
     let out = renderer.render(Arc::clone(&view)).expect("renders");

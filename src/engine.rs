@@ -15,7 +15,7 @@ use crate::dev::DevEvent;
 use crate::executor::{self, ChildAction, Telling};
 use crate::pipeline::{self, Outcome};
 use crate::redact::Redactor;
-use crate::render::View;
+use crate::render::{Limits, RenderError, View};
 use crate::report::Reporter;
 use crate::resource::{resource_files, LoadContext, Resource, ResourceError};
 
@@ -472,22 +472,21 @@ impl Engine {
             visible: resource.visible.clone(),
             catalog: self.catalog.clone(),
             backend: self.backend.name(),
+            limits: Limits {
+                max_bytes: Some(resource.max_output),
+                timeout: Some(resource.render_timeout),
+            },
         });
-        let content = resource.renderer.render(view).map_err(|e| Failure {
-            message: redact.apply(&e.to_string()),
-            retry: false,
-        })?;
-        if content.len() as u64 > resource.max_output {
-            return Err(Failure {
-                message: format!(
-                    "the render is {} bytes, more than max_output ({} bytes); {} not written",
-                    content.len(),
-                    resource.max_output,
-                    resource.dest.display()
-                ),
+        let content = resource.renderer.render(view).map_err(|e| {
+            let mut message = redact.apply(&e.to_string());
+            if matches!(e, RenderError::Limit { .. }) {
+                message = format!("{message}; {} not written", resource.dest.display());
+            }
+            Failure {
+                message,
                 retry: false,
-            });
-        }
+            }
+        })?;
         // A diff of secret values shows only a size.
         let backend = &self.backend;
         let secret = self.opts.diff

@@ -52,6 +52,8 @@ struct TemplateSection {
     allow_empty: bool,
     /// Largest render written, in bytes or with a unit ("64MB").
     max_output: Option<Spanned<SizeSpec>>,
+    /// Longest a render may take ("30s").
+    render_timeout: Option<Spanned<String>>,
     kill_signal: Option<Spanned<SignalSpec>>,
     /// `"go"` or `"tera"`: overrides `--template-engine` for this resource.
     engine: Option<Spanned<String>>,
@@ -79,6 +81,7 @@ const FIELDS: &[&str] = &[
     "restart",
     "allow_empty",
     "max_output",
+    "render_timeout",
     "kill_signal",
     "engine",
 ];
@@ -130,6 +133,9 @@ enum SizeSpec {
     Bytes(i64),
     Text(String),
 }
+
+/// What `render_timeout` is when a resource leaves it out.
+pub(crate) const DEFAULT_RENDER_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What `max_output` is when a resource leaves it out: 64 MiB.
 pub(crate) const DEFAULT_MAX_OUTPUT: u64 = 64 * 1024 * 1024;
@@ -231,6 +237,8 @@ pub(crate) struct Resource {
     pub allow_empty: bool,
     /// A render longer than this many bytes is refused, not written.
     pub max_output: u64,
+    /// A render that takes longer is stopped and refused.
+    pub render_timeout: Duration,
     /// The template (or an include) calls `service()` or `services()`.
     pub uses_catalog: bool,
     pub renderer: Box<dyn Renderer>,
@@ -456,6 +464,21 @@ impl Resource {
                 .map_err(|e| invalid(Some(m.span()), format!("field `max_output`: {e}")))?,
             None => DEFAULT_MAX_OUTPUT,
         };
+        let render_timeout = match &t.render_timeout {
+            Some(d) => parse_duration(d.get_ref())
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    invalid(
+                        Some(d.span()),
+                        format!(
+                            "field `render_timeout`: {:?} is not a duration above zero (\"30s\", \"2m\")",
+                            d.get_ref()
+                        ),
+                    )
+                })?,
+            None => DEFAULT_RENDER_TIMEOUT,
+        };
         let prefix = join_prefix(global_prefix, t.prefix.as_deref().unwrap_or(""));
         // `keys = []` reads nothing from the backend: it must never widen to the
         // whole store (for Consul, every KV pair of the datacenter).
@@ -501,6 +524,7 @@ impl Resource {
             kill_signal,
             allow_empty: t.allow_empty,
             max_output,
+            render_timeout,
             uses_catalog: renderer.uses_catalog(),
             renderer,
         })

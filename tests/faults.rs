@@ -586,7 +586,7 @@ fn a_render_over_max_output_is_refused_not_written() {
     let dest = dir.simple("app", "{{ getv(key=\"/v\") }}\n", "max_output = \"1KB\"");
     fs::write(&dest, "old\n").unwrap();
     let out = dir.onetime().run_fail();
-    out.assert_stderr_has(&["max_output", "2049 bytes", "1024 bytes", "app.conf"]);
+    out.assert_stderr_has(&["max_output (1024 bytes)", "stopped at", "app.conf"]);
     assert_eq!(dir.read("out/app.conf"), "old\n");
     dir.assert_no_stage_files();
 
@@ -611,6 +611,60 @@ fn max_output_defaults_to_64_mib() {
         .run_fail()
         .assert_stderr_has(&["more than max_output (67108864 bytes)"]);
     assert_eq!(dir.read("out/big.conf"), "old\n");
+}
+
+/// 100,000,000 iterations in small loops (no huge range list), each writing
+/// one byte: far longer than the one second allowed.
+const TERA_RUNAWAY: &str =
+    "{% for i in range(end=10000) %}{% for j in range(end=10000) %}x{% endfor %}{% endfor %}";
+const GO_RUNAWAY: &str = "{{range seq 1 10000}}{{range seq 1 10000}}x{{end}}{{end}}";
+
+#[test]
+fn a_runaway_render_is_stopped_at_render_timeout_in_both_engines() {
+    for (template, engine) in [(TERA_RUNAWAY, ""), (GO_RUNAWAY, "engine = \"go\"\n")] {
+        let dir = Dir::new();
+        dir.data("v: 1\n");
+        let fields = format!("{engine}max_output = \"10GB\"\nrender_timeout = \"1s\"");
+        let dest = dir.simple("app", template, &fields);
+        fs::write(&dest, "old\n").unwrap();
+        let start = std::time::Instant::now();
+        dir.onetime().run_fail().assert_stderr_has(&[
+            "render_timeout (1s)",
+            "stopped",
+            "app.conf not written",
+        ]);
+        // Stopped, not run to its end (which takes minutes in a debug build).
+        assert!(start.elapsed() < Duration::from_secs(30), "{engine}");
+        assert_eq!(dir.read("out/app.conf"), "old\n");
+        dir.assert_no_stage_files();
+    }
+}
+
+#[test]
+fn a_runaway_render_is_stopped_at_max_output_as_it_grows() {
+    // Without the stop the output would be 100 MB; it ends at the first
+    // write past 1 MB.
+    for (template, engine) in [(TERA_RUNAWAY, ""), (GO_RUNAWAY, "engine = \"go\"\n")] {
+        let dir = Dir::new();
+        dir.data("v: 1\n");
+        let dest = dir.simple("app", template, &format!("{engine}max_output = \"1MB\""));
+        fs::write(&dest, "old\n").unwrap();
+        dir.onetime().run_fail().assert_stderr_has(&[
+            "more than max_output (1048576 bytes): stopped at 1048577 bytes",
+            "app.conf not written",
+        ]);
+        assert_eq!(dir.read("out/app.conf"), "old\n");
+    }
+}
+
+#[test]
+fn render_timeout_must_be_a_duration() {
+    let dir = Dir::new();
+    dir.data("v: 1\n");
+    dir.simple("app", "x", "render_timeout = \"soon\"");
+    dir.onetime()
+        .run_fail()
+        .assert_stderr_has(&["app.toml", "render_timeout", "soon"]);
 }
 
 #[allow(dead_code)]

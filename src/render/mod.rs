@@ -51,6 +51,58 @@ pub struct View {
     pub catalog: Option<Arc<Catalog>>,
     /// The backend's name, for errors such as "backend env has no service catalog".
     pub backend: &'static str,
+    /// Bounds on this render (the resource's `max_output` and `render_timeout`).
+    pub limits: Limits,
+}
+
+/// What one render may cost before it is stopped: a runaway template (a loop
+/// over a huge range) ends with [`RenderError::Limit`], its partial output
+/// dropped, instead of taking the memory and time it asks for.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Limits {
+    /// Largest output in bytes; `None` is no bound.
+    pub max_bytes: Option<u64>,
+    /// Longest render; `None` is no bound.
+    pub timeout: Option<std::time::Duration>,
+}
+
+/// Which bound stopped a render.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// The output had reached `reached` bytes, over `max_bytes`.
+    Size { reached: u64 },
+    /// The render ran past `timeout`.
+    Time,
+}
+
+impl Limits {
+    /// The error for a render stopped at these bounds.
+    pub(crate) fn exceeded(&self, path: &Path, stop: Stop) -> RenderError {
+        let message = match stop {
+            Stop::Size { reached } => format!(
+                "the render is more than max_output ({} bytes): stopped at {reached} bytes",
+                self.max_bytes.unwrap_or(u64::MAX)
+            ),
+            Stop::Time => format!(
+                "the render ran longer than render_timeout ({}): stopped",
+                seconds(self.timeout.unwrap_or_default())
+            ),
+        };
+        RenderError::Limit {
+            path: path.to_path_buf(),
+            message,
+        }
+    }
+}
+
+/// `30s`, `1.5s`.
+fn seconds(d: std::time::Duration) -> String {
+    let secs = d.as_secs_f64();
+    if secs.fract() == 0.0 {
+        format!("{secs:.0}s")
+    } else {
+        format!("{secs}s")
+    }
 }
 
 /// The template languages sidekick renders.
@@ -148,6 +200,14 @@ pub enum RenderError {
     Template {
         /// The engine's report, possibly several separated by blank lines.
         report: String,
+    },
+    /// The render passed the resource's `max_output` or `render_timeout`.
+    #[error("{}: {message}", path.display())]
+    Limit {
+        /// The resource's template.
+        path: PathBuf,
+        /// Which limit, and what happened.
+        message: String,
     },
     /// The engine failed without pointing into a template (an include cycle, a
     /// missing parent template).

@@ -34,6 +34,7 @@ pub(crate) fn view(keys: &[(&str, &str)], prefix: &str, visible: &[&str]) -> Arc
         visible: visible.iter().map(|s| s.to_string()).collect(),
         catalog: None,
         backend: "env",
+        limits: Default::default(),
     })
 }
 

@@ -37,6 +37,15 @@ pub enum Error {
     /// No such template, or an empty one.
     #[error("template: {0}")]
     Lookup(String),
+    /// The render went past a [`Limits`](crate::Limits) bound and was stopped.
+    #[error("template: {message}")]
+    Limit {
+        /// The output's length when it stopped at the size bound; `None` when
+        /// it stopped at the deadline.
+        reached: Option<usize>,
+        /// Which bound.
+        message: String,
+    },
 }
 
 impl Error {
@@ -45,7 +54,7 @@ impl Error {
     pub fn name(&self) -> Option<&str> {
         match self {
             Error::Parse { name, .. } | Error::Exec { name, .. } => Some(name),
-            Error::Lookup(_) => None,
+            Error::Lookup(_) | Error::Limit { .. } => None,
         }
     }
 
@@ -53,7 +62,7 @@ impl Error {
     pub fn line(&self) -> Option<usize> {
         match self {
             Error::Parse { line, .. } | Error::Exec { line, .. } => Some(*line),
-            Error::Lookup(_) => None,
+            Error::Lookup(_) | Error::Limit { .. } => None,
         }
     }
 
@@ -61,16 +70,17 @@ impl Error {
     pub fn column(&self) -> Option<usize> {
         match self {
             Error::Parse { column, .. } | Error::Exec { column, .. } => Some(*column),
-            Error::Lookup(_) => None,
+            Error::Lookup(_) | Error::Limit { .. } => None,
         }
     }
 
     /// The message without the location prefix.
     pub fn message(&self) -> &str {
         match self {
-            Error::Parse { message, .. } | Error::Exec { message, .. } | Error::Lookup(message) => {
-                message
-            }
+            Error::Parse { message, .. }
+            | Error::Exec { message, .. }
+            | Error::Lookup(message)
+            | Error::Limit { message, .. } => message,
         }
     }
 }

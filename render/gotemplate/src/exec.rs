@@ -78,6 +78,9 @@ pub(crate) struct Exec<'a> {
     vars: Vec<(&'a str, Value)>,
     tree: &'a Tree,
     depth: usize,
+    pub limits: crate::Limits,
+    /// Nodes walked since the clock was last read.
+    ticks: u32,
 }
 
 impl<'a> Exec<'a> {
@@ -89,6 +92,8 @@ impl<'a> Exec<'a> {
             vars: Vec::with_capacity(8),
             tree,
             depth: 0,
+            limits: crate::Limits::default(),
+            ticks: 0,
         }
     }
 
@@ -111,8 +116,38 @@ impl<'a> Exec<'a> {
         })
     }
 
+    /// Stops the render once it passes its [`crate::Limits`]: the output
+    /// size after every node, the clock every 1024 nodes.
+    fn check_limits(&mut self) -> R<()> {
+        if self.out.len() > self.limits.max_bytes {
+            return Err(Box::new(Error::Limit {
+                reached: Some(self.out.len()),
+                message: format!(
+                    "the output passed {} bytes; render stopped",
+                    self.limits.max_bytes
+                ),
+            }));
+        }
+        self.ticks += 1;
+        if self.ticks >= 1024 {
+            self.ticks = 0;
+            if self
+                .limits
+                .deadline
+                .is_some_and(|d| std::time::Instant::now() >= d)
+            {
+                return Err(Box::new(Error::Limit {
+                    reached: None,
+                    message: "the render ran past its time limit; render stopped".into(),
+                }));
+            }
+        }
+        Ok(())
+    }
+
     fn walk_list(&mut self, dot: &Value, list: &'a [Node]) -> R<Flow> {
         for node in list {
+            self.check_limits()?;
             let flow = self.walk(dot, node)?;
             if flow != Flow::Normal {
                 return Ok(flow);
@@ -200,6 +235,7 @@ impl<'a> Exec<'a> {
                 self.vars[mark - 2].1 = index();
             }
         }
+        self.check_limits()?;
         let flow = self.walk_list(elem, &b.list)?;
         self.vars.truncate(mark);
         Ok(flow != Flow::Break)

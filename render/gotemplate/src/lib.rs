@@ -54,6 +54,26 @@ pub use error::Error;
 pub use funcs::Funcs;
 pub use value::{FuncImpl, Function, Struct, Value};
 
+/// Bounds on one render: what a runaway template (a loop over a huge range,
+/// say) may cost before it is stopped.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest output, in bytes.
+    pub max_bytes: usize,
+    /// When to give up, if ever.
+    pub deadline: Option<std::time::Instant>,
+}
+
+impl Default for Limits {
+    /// No bounds.
+    fn default() -> Limits {
+        Limits {
+            max_bytes: usize::MAX,
+            deadline: None,
+        }
+    }
+}
+
 use parse::{is_empty_tree, Tree};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -145,6 +165,21 @@ impl Template {
         let r = exec.run(data);
         *out = exec.out;
         r
+    }
+
+    /// Renders the main template like [`Template::execute_with`], stopped
+    /// with [`Error::Limit`] once its output passes `limits.max_bytes` or
+    /// the render passes `limits.deadline`.
+    pub fn execute_limited(
+        &self,
+        data: &Value,
+        funcs: Option<&Funcs>,
+        limits: Limits,
+    ) -> Result<String, Error> {
+        let mut exec = self.start(&self.name, funcs, String::new())?;
+        exec.limits = limits;
+        exec.run(data)?;
+        Ok(exec.out)
     }
 
     /// Renders template `name` of the set (Go's `ExecuteTemplate`).

@@ -961,3 +961,44 @@ fn exec_structs() {
     let e = render("{{len .P}}", &data).unwrap_err().to_string();
     assert!(e.contains("len of type memkv.KVPair"), "{e}");
 }
+
+#[test]
+fn limits_stop_a_runaway_render() {
+    let t = Template::parse_with("t", "{{range .}}xxxxxxxxxx{{end}}", funcs()).unwrap();
+    let data = Value::Int(1_000_000_000);
+    let limits = crate::Limits {
+        max_bytes: 1000,
+        deadline: None,
+    };
+    let e = t.execute_limited(&data, None, limits).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Limit {
+                reached: Some(_),
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("passed 1000 bytes"), "{e}");
+
+    // An empty body still stops on time.
+    let t = Template::parse_with("t", "{{range .}}{{end}}", funcs()).unwrap();
+    let start = Instant::now();
+    let limits = crate::Limits {
+        max_bytes: usize::MAX,
+        deadline: Some(Instant::now() + std::time::Duration::from_millis(50)),
+    };
+    let e = t.execute_limited(&data, None, limits).unwrap_err();
+    assert!(e.to_string().contains("time limit"), "{e}");
+    assert!(start.elapsed() < std::time::Duration::from_secs(5));
+    // Within bounds, the same output as execute.
+    let small = Value::Int(3);
+    let t = Template::parse_with("t", "{{range .}}x{{end}}", funcs()).unwrap();
+    assert_eq!(
+        t.execute_limited(&small, None, crate::Limits::default())
+            .unwrap(),
+        "xxx"
+    );
+}

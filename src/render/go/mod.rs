@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use gotemplate::{Template, Value};
 
 use super::confd::{self, Scope, Slot};
-use super::{RenderError, Renderer, TemplateEngine, View};
+use super::{RenderError, Renderer, Stop, TemplateEngine, View};
 
 /// Renders one resource's Go template.
 pub struct GoRenderer {
@@ -80,11 +80,24 @@ impl GoRenderer {
 impl Renderer for GoRenderer {
     fn render(&self, view: Arc<View>) -> Result<String, RenderError> {
         let _turn = self.turn.lock().unwrap_or_else(PoisonError::into_inner);
+        let limits = view.limits;
+        let bounds = gotemplate::Limits {
+            max_bytes: limits
+                .max_bytes
+                .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX)),
+            deadline: limits.timeout.map(|t| std::time::Instant::now() + t),
+        };
         let _scope = confd::enter(&self.slot, Scope::new(view));
         // confd executes with nil data.
         self.template
-            .execute(&Value::NoValue)
-            .map_err(|e| from_go(&e, &self.path))
+            .execute_limited(&Value::NoValue, None, bounds)
+            .map_err(|e| match e {
+                gotemplate::Error::Limit { reached, .. } => limits.exceeded(
+                    &self.path,
+                    reached.map_or(Stop::Time, |n| Stop::Size { reached: n as u64 }),
+                ),
+                e => from_go(&e, &self.path),
+            })
     }
 
     fn files(&self) -> &[PathBuf] {
@@ -118,7 +131,7 @@ fn from_go(err: &gotemplate::Error, path: &Path) -> RenderError {
             "{}:{line}:{column}: executing {template:?} at <{context}>: {message}",
             path.display()
         ),
-        gotemplate::Error::Lookup(message) => {
+        gotemplate::Error::Lookup(message) | gotemplate::Error::Limit { message, .. } => {
             return RenderError::Other {
                 path: path.to_path_buf(),
                 message: message.clone(),

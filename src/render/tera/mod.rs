@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tera::{Context, ErrorKind, Tera};
 
 use super::confd::{self, Scope, Slot};
-use super::{RenderError, Renderer, TemplateEngine, View};
+use super::{Limits, RenderError, Renderer, Stop, TemplateEngine, View};
 
 /// Renders one resource's Tera template.
 pub struct TeraRenderer {
@@ -84,10 +84,20 @@ impl TeraRenderer {
 impl Renderer for TeraRenderer {
     fn render(&self, view: Arc<View>) -> Result<String, RenderError> {
         let _turn = self.turn.lock().unwrap_or_else(PoisonError::into_inner);
+        let limits = view.limits;
         let _scope = confd::enter(&self.slot, Scope::new(view));
-        self.tera
-            .render(&self.name, &Context::new())
-            .map_err(|e| from_tera(e, &self.path))
+        let mut out = Bounded::new(limits);
+        let rendered = self.tera.render_to(&self.name, &Context::new(), &mut out);
+        match (rendered, out.stopped) {
+            (Ok(()), _) => {}
+            (Err(_), Some(stop)) => return Err(limits.exceeded(&self.path, stop)),
+            (Err(e), None) => return Err(from_tera(e, &self.path)),
+        }
+        // Tera writes only `str`s; a failure here would be Tera's bug.
+        String::from_utf8(out.buf).map_err(|e| RenderError::Other {
+            path: self.path.clone(),
+            message: format!("the render is not UTF-8: {e}"),
+        })
     }
 
     fn files(&self) -> &[PathBuf] {
@@ -100,6 +110,57 @@ impl Renderer for TeraRenderer {
 
     fn engine(&self) -> TemplateEngine {
         TemplateEngine::Tera
+    }
+}
+
+/// The render's output, refusing writes past the [`Limits`] (which makes
+/// Tera stop the render).
+struct Bounded {
+    buf: Vec<u8>,
+    max: u64,
+    deadline: Option<std::time::Instant>,
+    writes: u32,
+    stopped: Option<Stop>,
+}
+
+impl Bounded {
+    fn new(limits: Limits) -> Bounded {
+        Bounded {
+            buf: Vec::new(),
+            max: limits.max_bytes.unwrap_or(u64::MAX),
+            deadline: limits.timeout.map(|t| std::time::Instant::now() + t),
+            writes: 0,
+            stopped: None,
+        }
+    }
+}
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let reached = (self.buf.len() + data.len()) as u64;
+        if reached > self.max {
+            self.stopped = Some(Stop::Size { reached });
+        }
+        // The clock every 1024 writes: a render is many small writes.
+        self.writes += 1;
+        if self.writes >= 1024 {
+            self.writes = 0;
+            if self
+                .deadline
+                .is_some_and(|d| std::time::Instant::now() >= d)
+            {
+                self.stopped = Some(Stop::Time);
+            }
+        }
+        if self.stopped.is_some() {
+            return Err(std::io::Error::other("render limit"));
+        }
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

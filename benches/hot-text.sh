@@ -402,8 +402,10 @@ current-context: x
             if not m or m.group(1).strip() not in text:
                 continue
             name = m.group(1).strip()
-            # Legacy mangling ends in a hash (17h<16 hex>E); v0 names carry crate
-            # hashes (Cs<base62>_). Both change between builds: wildcard them.
+            # v0 names (.cargo/config.toml) carry crate hashes (Cs<base62>_),
+            # which change between builds: wildcard them. A legacy name (set
+            # RUSTFLAGS without v0) ends in a hash (17h<16 hex>E) whose wildcard
+            # matches every instance of a generic function.
             pattern = re.sub(r"17h[0-9a-f]{16}E$", "17h*", name)
             if pattern.startswith("_R"):
                 pattern = re.sub(r"Cs[0-9A-Za-z]+_", "Cs*_", pattern)

@@ -8,7 +8,9 @@
 # sidekick actually runs kept about 5 MB resident; packed together it keeps
 # about 2.4 MB (see docs/decisions.md).
 #
-# How: runs a release build with symbols under callgrind through the usual
+# How: runs a release build with symbols under callgrind, at the default log
+# level as the benchmarks and most deployments do (the info lines of start-up
+# and of each change are formatted: their code is hot too), through the usual
 # lives of the binary (etcd --watch with a change, etcd --onetime, file-backend
 # --watch with a change, `sidekick exec` with a reload signal, Consul, Rancher
 # and Kubernetes --watch with a change each), and
@@ -253,7 +255,7 @@ with tempfile.TemporaryDirectory(prefix="sidekick-hot-") as tmp:
                 time.sleep(0.1)
         for i in range(100):
             put(url, f"/idle/k{i:03}", f"value-{i}")
-        etcd_args = ["--backend", "etcdv3", "--node", url, "--log-level", "warn"]
+        etcd_args = ["--backend", "etcdv3", "--node", url]
 
         # 1. etcd --watch: start, render, one change, stop.
         dest = confdir(f"{tmp}/watch", "idle", "/idle")
@@ -278,7 +280,7 @@ with tempfile.TemporaryDirectory(prefix="sidekick-hot-") as tmp:
     with open(data, "w") as f:
         f.write("app:\n" + "".join(f"  k{i:03}: value-{i}\n" for i in range(100)))
     dest = confdir(f"{tmp}/file", "app", "/app")
-    file_args = ["--backend", "file", "--file", data, "--log-level", "warn"]
+    file_args = ["--backend", "file", "--file", data]
     proc, profile = grind(tmp, "file-watch", file_args + ["--watch", "--confdir", f"{tmp}/file"])
     wait_for(dest, "/app/k099=value-99")
     with open(data, "a") as f:
@@ -309,7 +311,7 @@ with tempfile.TemporaryDirectory(prefix="sidekick-hot-") as tmp:
         f.write(f'[template]\nsrc = "upstream.conf.tmpl"\ndest = "{tmp}/consul/upstream.out"\n'
                 'keys = []\n')
     proc, profile = grind(tmp, "consul-watch", ["--backend", "consul", "--node", agent_url,
-                                                "--log-level", "warn", "--watch",
+                                                "--watch",
                                                 "--confdir", f"{tmp}/consul"])
     wait_for(dest, "/idle/k099=value-99")
     wait_for(f"{tmp}/consul/upstream.out", "10.0.0.1:80")
@@ -331,7 +333,7 @@ with tempfile.TemporaryDirectory(prefix="sidekick-hot-") as tmp:
         open(path, "w").write(text)
     meta_port = free_port()
     meta = subprocess.Popen([binary, "metadata-server", "--listen", f"127.0.0.1:{meta_port}",
-                             "--file", answers, "--log-level", "warn"],
+                             "--file", answers],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for _ in range(100):
@@ -342,7 +344,7 @@ with tempfile.TemporaryDirectory(prefix="sidekick-hot-") as tmp:
                 time.sleep(0.1)
         proc, profile = grind(tmp, "rancher-watch", ["--backend", "rancher", "--node",
                                                      f"http://127.0.0.1:{meta_port}",
-                                                     "--self", "zk-zookeeper-2", "--log-level", "warn",
+                                                     "--self", "zk-zookeeper-2", 
                                                      "--watch", "--confdir", f"{tmp}/zk"])
         wait_for(f"{tmp}/zk/out/zoo.cfg", "10.42.0.12:2888")
         text = open(answers).read().replace("10.42.0.12", "10.42.0.22")
@@ -370,7 +372,7 @@ current-context: x
 """)
     dest = confdir(f"{tmp}/kube", "app", "/configmaps/app")
     proc, profile = grind(tmp, "kubernetes-watch", ["--backend", "kubernetes", "--kubeconfig", kubeconfig,
-                                                    "--log-level", "warn", "--watch",
+                                                    "--watch",
                                                     "--confdir", f"{tmp}/kube"])
     wait_for(dest, "/configmaps/app/k099=value-99")
     store.set("k050", "changed")
@@ -409,6 +411,9 @@ current-context: x
             pattern = re.sub(r"17h[0-9a-f]{16}E$", "17h*", name)
             if pattern.startswith("_R"):
                 pattern = re.sub(r"Cs[0-9A-Za-z]+_", "Cs*_", pattern)
+                # Backrefs (B<base62>_) are offsets into the name, which move
+                # when a crate hash is a character shorter in another build.
+                pattern = re.sub(r"B[0-9A-Za-z]*_", "B*_", pattern)
             order.setdefault(pattern, len(order))
             here.add(pattern)
         for pattern in here:

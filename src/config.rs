@@ -71,7 +71,8 @@ pub(crate) struct Settings {
     /// Seconds between polls when not watching [default: 600]
     #[arg(long, env = "SIDEKICK_INTERVAL", value_name = "SECS")]
     pub interval: u64,
-    /// Render and compare, but write nothing and run no command
+    /// Render and compare, but write nothing and run no command; --onetime
+    /// exits 2 when a file would change
     #[arg(long, env = "SIDEKICK_NOOP", action = ArgAction::Set, num_args = 0..=1, require_equals = true,
           default_missing_value = "true", value_parser = BoolishValueParser::new(), value_name = "BOOL")]
     pub noop: bool,

@@ -88,6 +88,7 @@ pub(crate) async fn run(
     let watch = settings.watch || mode == Mode::Dev;
     let interval = Duration::from_secs(settings.interval.max(1));
     let confdir = settings.confdir.clone();
+    let noop = settings.noop;
     let reporter = match mode {
         Mode::Normal => Reporter::Log,
         Mode::Dev => Reporter::Dev {
@@ -119,7 +120,14 @@ pub(crate) async fn run(
         // The process ends now: the OS frees the tree and the templates at
         // once, faster than dropping them entry by entry.
         std::mem::forget(engine);
-        return Ok(if report.failed > 0 { 1 } else { 0 });
+        // `--noop` tells a CI gate whether files would change: 2 if so.
+        return Ok(if report.failed > 0 {
+            1
+        } else if noop && report.updated > 0 {
+            2
+        } else {
+            0
+        });
     }
 
     let dev = match mode {

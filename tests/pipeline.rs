@@ -232,15 +232,23 @@ fn keep_stage_file_keeps_it_after_a_failed_check() {
 fn noop_writes_nothing_and_runs_nothing() {
     let dir =
         app("check_cmd = \"echo c >> @DIR@/checks\"\nreload_cmd = \"echo r >> @DIR@/reloads\"");
-    let out = dir.onetime().arg("--noop").run();
+    // A file would change: exit 2, so CI can gate on it.
+    let out = dir.onetime().arg("--noop").output();
+    assert_eq!(out.code(), Some(2), "{out}");
     assert!(!dir.out("app.conf").exists(), "{out}");
     assert_eq!(lines(&dir, "checks") + lines(&dir, "reloads"), 0);
 
     dir.write("out/app.conf", "old\n");
-    dir.onetime().arg("--noop").run();
+    let out = dir.onetime().arg("--noop").output();
+    assert_eq!(out.code(), Some(2), "{out}");
     assert_eq!(dir.read("out/app.conf"), "old\n");
     assert_eq!(lines(&dir, "checks") + lines(&dir, "reloads"), 0);
     dir.assert_no_stage_files();
+
+    // Nothing would change: exit 0.
+    dir.onetime().run();
+    let out = dir.onetime().arg("--noop").output();
+    assert_eq!(out.code(), Some(0), "{out}");
 }
 
 #[test]
@@ -274,7 +282,8 @@ fn noop_diff_shows_what_would_change() {
     dir.data("v: two\n");
     dir.simple("app", "{{ getv(key=\"/v\") }}\n", "");
     dir.write("out/app.conf", "one\n");
-    let out = dir.onetime().args(["--noop", "--diff"]).run();
+    let out = dir.onetime().args(["--noop", "--diff"]).output();
+    assert_eq!(out.code(), Some(2), "{out}");
     out.assert_stdout_has(&["-one", "+two", "(new)", "@@"]);
     assert_eq!(dir.read("out/app.conf"), "one\n");
 
@@ -282,7 +291,8 @@ fn noop_diff_shows_what_would_change() {
     let dir = Dir::new();
     dir.data("v: two\n");
     dir.simple("app", "{{ getv(key=\"/v\") }}\n", "");
-    let out = dir.onetime().args(["--noop", "--diff"]).run();
+    let out = dir.onetime().args(["--noop", "--diff"]).output();
+    assert_eq!(out.code(), Some(2), "{out}");
     out.assert_stdout_has(&["+two"]);
     assert!(!dir.out("app.conf").exists());
 }

@@ -306,7 +306,9 @@ fn env_false_wins_over_true_in_the_settings_file() {
         "sidekick.toml",
         "file = [\"@DIR@/data.yaml\"]\nprefix = \"/file\"\nonetime = true\nnoop = true\n",
     );
-    dir.command().run();
+    // noop: nothing written, exit 2 as a file would change.
+    let out = dir.command().output();
+    assert_eq!(out.code(), Some(2), "{out}");
     assert!(!dir.out("app.conf").exists(), "noop = true from the file");
     let out = dir.command().env("SIDEKICK_NOOP", "false").run();
     assert_eq!(

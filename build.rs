@@ -21,6 +21,7 @@ use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    git_commit();
     hot_text();
     let target = std::env::var("TARGET").unwrap_or_default();
     let host = std::env::var("HOST").unwrap_or_default();
@@ -30,6 +31,34 @@ fn main() {
     }
     if glibc_at_least(2, 36) {
         println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
+    }
+}
+
+/// The commit `--version` names (`SIDEKICK_GIT_COMMIT`): that variable when
+/// set (a build without `.git`, such as an image's), else git's short HEAD,
+/// else "unknown".
+fn git_commit() {
+    println!("cargo:rerun-if-env-changed=SIDEKICK_GIT_COMMIT");
+    let git = |args: &[&str]| {
+        let out = Command::new("git").args(args).output().ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        (out.status.success() && !text.is_empty()).then_some(text)
+    };
+    let commit = std::env::var("SIDEKICK_GIT_COMMIT")
+        .ok()
+        .filter(|c| !c.is_empty())
+        .or_else(|| git(&["rev-parse", "--short=12", "HEAD"]))
+        .unwrap_or_else(|| "unknown".to_string());
+    println!("cargo:rustc-env=SIDEKICK_GIT_COMMIT={commit}");
+    // Run again when HEAD moves: HEAD itself, the branch it names, packed refs.
+    // Only files that exist: a missing one would make cargo run this every build.
+    let branch = git(&["symbolic-ref", "-q", "HEAD"]);
+    for name in ["HEAD", "packed-refs"].into_iter().chain(branch.as_deref()) {
+        if let Some(path) = git(&["rev-parse", "--git-path", name]) {
+            if std::path::Path::new(&path).exists() {
+                println!("cargo:rerun-if-changed={path}");
+            }
+        }
     }
 }
 

@@ -6,10 +6,18 @@ use clap::{ArgMatches, Args, FromArgMatches as _, Parser, Subcommand, ValueEnum}
 
 use crate::config::Settings;
 
+/// What `--version` prints after the name: the version and the git commit.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("SIDEKICK_GIT_COMMIT"),
+    ")"
+);
+
 /// sidekick keeps an application's config files in step with its
 /// service-discovery backend.
 #[derive(Debug, Parser)]
-#[command(name = "sidekick", version, about, long_about = None)]
+#[command(name = "sidekick", version = VERSION, about, long_about = None)]
 pub(crate) struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,

@@ -317,3 +317,23 @@ fn env_false_wins_over_true_in_the_settings_file() {
         "SIDEKICK_NOOP=false should override noop = true from sidekick.toml{out}"
     );
 }
+
+/// Issue 15: `--version` names the git commit it was built from.
+#[test]
+fn version_names_the_commit() {
+    let out = std::process::Command::new(crate::harness::bin())
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let text = text.trim();
+    let commit = text
+        .strip_prefix(concat!("sidekick ", env!("CARGO_PKG_VERSION"), " ("))
+        .and_then(|rest| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        commit == "unknown" || (commit.len() >= 7 && commit.bytes().all(|b| b.is_ascii_hexdigit())),
+        "{text}"
+    );
+}

@@ -154,7 +154,7 @@ impl Template {
 
     /// Renders the main template with `data` as dot.
     pub fn execute(&self, data: &Value) -> Result<String, Error> {
-        self.run(&self.name, data, None, String::new())
+        self.run(&self.name, data, None, Limits::default())
     }
 
     /// Renders the main template, appending to `out` (which keeps what was
@@ -176,15 +176,12 @@ impl Template {
         funcs: Option<&Funcs>,
         limits: Limits,
     ) -> Result<String, Error> {
-        let mut exec = self.start(&self.name, funcs, String::new())?;
-        exec.limits = limits;
-        exec.run(data)?;
-        Ok(exec.out)
+        self.run(&self.name, data, funcs, limits)
     }
 
     /// Renders template `name` of the set (Go's `ExecuteTemplate`).
     pub fn execute_template(&self, name: &str, data: &Value) -> Result<String, Error> {
-        self.run(name, data, None, String::new())
+        self.run(name, data, None, Limits::default())
     }
 
     /// Renders the main template with `funcs` taking precedence over the
@@ -192,7 +189,7 @@ impl Template {
     /// on the render (a snapshot of keys, say). Names still have to be known
     /// at parse time.
     pub fn execute_with(&self, data: &Value, funcs: &Funcs) -> Result<String, Error> {
-        self.run(&self.name, data, Some(funcs), String::new())
+        self.run(&self.name, data, Some(funcs), Limits::default())
     }
 
     fn start<'a>(
@@ -223,9 +220,10 @@ impl Template {
         name: &str,
         data: &Value,
         extra: Option<&Funcs>,
-        out: String,
+        limits: Limits,
     ) -> Result<String, Error> {
-        let mut exec = self.start(name, extra, out)?;
+        let mut exec = self.start(name, extra, String::new())?;
+        exec.limits = limits;
         exec.run(data)?;
         Ok(exec.out)
     }

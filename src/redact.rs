@@ -20,14 +20,26 @@ pub(crate) struct Redactor {
 impl Redactor {
     /// The secret values under `prefixes` of `tree`, as `backend` marks them.
     pub fn for_keys(backend: &dyn Backend, tree: &KeyTree, prefixes: &[String]) -> Redactor {
-        let mut needles = Vec::new();
+        if !backend.has_secrets() {
+            return Redactor::default();
+        }
+        let mut values = Vec::new();
         for prefix in prefixes {
             let all = backend.is_secret(prefix);
             for (key, value) in tree.under(prefix) {
                 if all || backend.is_secret(key) {
-                    add_forms(&mut needles, value);
+                    values.push(value);
                 }
             }
+        }
+        Redactor::of(values)
+    }
+
+    /// A redactor for `values`, each in every form a message may quote it.
+    fn of<'v>(values: impl IntoIterator<Item = &'v str>) -> Redactor {
+        let mut needles = Vec::new();
+        for value in values {
+            add_forms(&mut needles, value);
         }
         needles.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
         needles.dedup();
@@ -79,12 +91,7 @@ mod tests {
     use super::*;
 
     fn redactor(values: &[&str]) -> Redactor {
-        let mut needles = Vec::new();
-        for v in values {
-            add_forms(&mut needles, v);
-        }
-        needles.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
-        Redactor { needles }
+        Redactor::of(values.iter().copied())
     }
 
     #[test]

@@ -109,6 +109,12 @@ pub trait Backend: Send + Sync {
         false
     }
 
+    /// Whether any key of this backend can be a secret ([`Backend::is_secret`]):
+    /// when not, nothing is looked for to mask, and a pass walks no keys for it.
+    fn has_secrets(&self) -> bool {
+        false
+    }
+
     /// Whether `key` holds a secret (a Kubernetes Secret, say): its value must
     /// never reach a log line or a diff.
     fn is_secret(&self, key: &str) -> bool {

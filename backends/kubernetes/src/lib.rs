@@ -86,6 +86,10 @@ impl Backend for KubernetesBackend {
         true
     }
 
+    fn has_secrets(&self) -> bool {
+        true
+    }
+
     /// Everything under `/secrets` comes from a Secret.
     fn is_secret(&self, key: &str) -> bool {
         sidekick_backend::is_under(key, "/secrets")

@@ -231,15 +231,11 @@ pub(crate) fn sync_dir(dest: &Path) {
 /// staged nothing yet) or no running process's. Call it before the first
 /// pass. Best effort: a file that cannot be removed is logged and left.
 pub(crate) fn remove_stale_stages(dest: &Path) {
-    let dir = match dest.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let Some(name) = dest.file_name() else {
+    if dest.file_name().is_none() {
         return;
-    };
-    let prefix = format!(".{}.sidekick-", name.to_string_lossy());
-    let Ok(entries) = fs::read_dir(dir) else {
+    }
+    let prefix = stage_prefix(dest);
+    let Ok(entries) = fs::read_dir(dest_dir(dest)) else {
         return;
     };
     for entry in entries.filter_map(Result::ok) {
@@ -269,6 +265,23 @@ pub(crate) fn remove_stale_stages(dest: &Path) {
             ),
         }
     }
+}
+
+/// The directory `dest` is in (`.` for a bare file name).
+fn dest_dir(dest: &Path) -> &Path {
+    match dest.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
+}
+
+/// `.NAME.sidekick-`: what every stage file of `dest` is named, before its
+/// `PID-N`.
+fn stage_prefix(dest: &Path) -> String {
+    let name = dest
+        .file_name()
+        .map_or_else(|| "dest".into(), |n| n.to_string_lossy());
+    format!(".{name}.sidekick-")
 }
 
 /// The PID of a stage file name's `PID-N` tail.
@@ -305,18 +318,13 @@ static STAGE_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl Stage {
     fn create(dest: &Path, keep: bool) -> Result<Stage, PipelineError> {
-        let dir = match dest.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
+        let dir = dest_dir(dest);
         if !dir.exists() {
-            fs::create_dir_all(&dir).map_err(io_err("create directory", &dir, dest))?;
+            fs::create_dir_all(dir).map_err(io_err("create directory", dir, dest))?;
         }
-        let name = dest
-            .file_name()
-            .map_or_else(|| "dest".into(), |n| n.to_string_lossy().into_owned());
         let path = dir.join(format!(
-            ".{name}.sidekick-{}-{}",
+            "{}{}-{}",
+            stage_prefix(dest),
             std::process::id(),
             STAGE_COUNTER.fetch_add(1, Ordering::Relaxed)
         ));

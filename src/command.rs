@@ -4,7 +4,10 @@
 //! only the last [`TAIL`] bytes: a command that prints 100 MB costs 64 KB,
 //! and its output is logged line by line. The command runs in its own
 //! process group, so a SIGINT or SIGTERM to sidekick while it runs stops the
-//! whole group (TERM, then KILL) instead of waiting for it.
+//! whole group (TERM, then KILL) instead of waiting for it; so does a
+//! command that runs past its time limit (`check_cmd_timeout`,
+//! `reload_cmd_timeout`). Commands run on the pass's worker thread, never on
+//! the event loop's.
 
 use std::io::Read;
 use std::os::unix::process::CommandExt;
@@ -16,14 +19,19 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
+use crate::reap;
 use crate::redact::Redactor;
 use crate::shutdown;
 
 /// How much of a command's output is kept: the last 64 KiB.
 pub(crate) const TAIL: usize = 64 * 1024;
 
-/// How long a stopped command's group gets between SIGTERM and SIGKILL.
+/// How long a command stopped by a signal to sidekick gets between SIGTERM
+/// and SIGKILL: sidekick is asked to stop, and does within 2 s.
 const STOP_GRACE: Duration = Duration::from_secs(1);
+
+/// How long a command past its time limit gets between SIGTERM and SIGKILL.
+const TIMEOUT_GRACE: Duration = Duration::from_secs(2);
 
 /// How long to wait for the output pipe to close once the command exited (a
 /// background process it started may hold it open for ever).
@@ -43,6 +51,22 @@ pub(crate) enum CommandError {
     },
     #[error("`{cmd}` stopped: sidekick received {signal}")]
     Interrupted { cmd: String, signal: Signal },
+    #[error("{field} timed out after {}: `{cmd}` was stopped (SIGTERM to its process group, SIGKILL 2s later){}", crate::debounce::format_duration(*.after), output_suffix(.output))]
+    TimedOut {
+        field: &'static str,
+        cmd: String,
+        after: Duration,
+        output: String,
+    },
+}
+
+/// A command to run: its text, the resource field it comes from (for
+/// messages) and how long it may take.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Spec<'a> {
+    pub cmd: &'a str,
+    pub field: &'static str,
+    pub timeout: Duration,
 }
 
 /// The output after the message, one line of it per line, so that a log
@@ -94,10 +118,11 @@ impl Tail {
     }
 }
 
-/// Runs `cmd` with `sh -c`, waits, and returns the tail of its combined
-/// output, with `redact`'s secret values masked (in the result, the log and
-/// the error alike).
-pub(crate) fn run(cmd: &str, redact: &Redactor) -> Result<String, CommandError> {
+/// Runs `spec.cmd` with `sh -c`, waits at most `spec.timeout`, and returns
+/// the tail of its combined output, with `redact`'s secret values masked (in
+/// the result, the log and the error alike).
+pub(crate) fn run(spec: Spec<'_>, redact: &Redactor) -> Result<String, CommandError> {
+    let cmd = spec.cmd;
     let spawn_error = |source| CommandError::Spawn {
         cmd: cmd.to_string(),
         source,
@@ -116,7 +141,7 @@ pub(crate) fn run(cmd: &str, redact: &Redactor) -> Result<String, CommandError> 
             .process_group(0);
         // The builder (and with it our copies of the pipe's write end) is
         // dropped here, so the pipe closes when the command's side does.
-        command.spawn().map_err(spawn_error)?
+        reap::spawn(&mut command).map_err(spawn_error)?
     };
     let tail = Arc::new(Mutex::new(Tail::default()));
     let (closed_tx, closed) = mpsc::channel::<()>();
@@ -130,12 +155,25 @@ pub(crate) fn run(cmd: &str, redact: &Redactor) -> Result<String, CommandError> 
         }
         let _ = closed_tx.send(());
     });
-    let status = wait(cmd, child, &closed)?;
+    let output = || {
+        tail.lock()
+            .map(|t| redact.apply(&t.text()))
+            .unwrap_or_default()
+    };
+    let status = match wait(spec, child, &closed)? {
+        Some(status) => status,
+        None => {
+            let _ = closed.recv_timeout(DRAIN);
+            return Err(CommandError::TimedOut {
+                field: spec.field,
+                cmd: cmd.to_string(),
+                after: spec.timeout,
+                output: output(),
+            });
+        }
+    };
     let _ = closed.recv_timeout(DRAIN);
-    let output = tail
-        .lock()
-        .map(|t| redact.apply(&t.text()))
-        .unwrap_or_default();
+    let output = output();
     if status.success() {
         for line in output.lines() {
             tracing::debug!(cmd, "| {line}");
@@ -151,26 +189,33 @@ pub(crate) fn run(cmd: &str, redact: &Redactor) -> Result<String, CommandError> 
     }
 }
 
-/// Waits for `child`, and stops its group if sidekick is told to stop first.
-/// `closed` says when the output pipe closed, which is usually the moment
-/// the command exits: waiting on it wakes at once then.
+/// Waits for `child`; stops its group if sidekick is told to stop first, or
+/// when `spec.timeout` passed (then `None`). `closed` says when the output
+/// pipe closed, which is usually the moment the command exits: waiting on it
+/// wakes at once then.
 fn wait(
-    cmd: &str,
+    spec: Spec<'_>,
     mut child: Child,
     closed: &mpsc::Receiver<()>,
-) -> Result<ExitStatus, CommandError> {
+) -> Result<Option<ExitStatus>, CommandError> {
+    let deadline = Instant::now() + spec.timeout;
     let mut step = Duration::from_millis(1);
     let mut pipe_open = true;
     loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Ok(status);
+        if let Ok(Some(status)) = reap::try_wait(&mut child) {
+            return Ok(Some(status));
         }
         if let Some(signal) = shutdown::requested() {
-            stop_group(&mut child);
+            stop_group(&mut child, STOP_GRACE);
             return Err(CommandError::Interrupted {
-                cmd: cmd.to_string(),
+                cmd: spec.cmd.to_string(),
                 signal,
             });
+        }
+        if Instant::now() >= deadline {
+            tracing::warn!(cmd = spec.cmd, field = spec.field, timeout = ?spec.timeout, "command timed out, stopping it");
+            stop_group(&mut child, TIMEOUT_GRACE);
+            return Ok(None);
         }
         if pipe_open {
             match closed.recv_timeout(step) {
@@ -184,25 +229,33 @@ fn wait(
     }
 }
 
-/// SIGTERM to the command's process group, SIGKILL after [`STOP_GRACE`],
-/// then reaps the command.
-fn stop_group(child: &mut Child) {
+/// SIGTERM to the command's process group, SIGKILL after `grace` (or at
+/// once when the shell is gone: what it started may not be), then reaps the
+/// command.
+fn stop_group(child: &mut Child, grace: Duration) {
     let Ok(raw) = i32::try_from(child.id()) else {
         return;
     };
     let group = Pid::from_raw(raw);
     let _ = killpg(group, Signal::SIGTERM);
-    let deadline = Instant::now() + STOP_GRACE;
+    let deadline = Instant::now() + grace;
+    let mut exited = false;
     while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            // The shell is gone; what it started may not be.
-            let _ = killpg(group, Signal::SIGKILL);
-            return;
+        if let Ok(Some(_)) = reap::try_wait(child) {
+            exited = true;
+            break;
         }
         std::thread::sleep(Duration::from_millis(10));
     }
     let _ = killpg(group, Signal::SIGKILL);
-    let _ = child.wait();
+    if !exited {
+        // Killed: its status comes at once (bounded all the same).
+        let until = Instant::now() + Duration::from_secs(1);
+        while matches!(reap::try_wait(child), Ok(None)) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    reap::forget(child.id());
 }
 
 #[cfg(test)]

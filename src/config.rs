@@ -22,6 +22,7 @@
 //! its own keys, then rejects, at its line, a key that no group knows.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
 use clap::{ArgAction, ArgMatches, Args, FromArgMatches as _};
@@ -30,7 +31,7 @@ use serde::Deserialize;
 
 use crate::backend::BackendOptions;
 use crate::cli::LogFormat;
-use crate::debounce::Wait;
+use crate::debounce::{parse_duration, Wait};
 use crate::render::TemplateEngine;
 
 /// Everything a run needs: the core settings here, each backend's in its
@@ -103,6 +104,25 @@ pub(crate) struct Settings {
     #[arg(long, env = "SIDEKICK_TEMPLATE_ENGINE", value_name = "ENGINE")]
     #[serde(alias = "template-engine")]
     pub template_engine: TemplateEngine,
+    /// Serve /healthz, /readyz and /metrics (Prometheus) on this address
+    /// ("127.0.0.1:9100"); off when not given
+    #[arg(long, env = "SIDEKICK_METRICS_ADDR", value_name = "ADDR")]
+    #[serde(alias = "metrics-addr")]
+    pub metrics_addr: Option<String>,
+    /// /readyz answers 503 once the backend has been unreachable this long [default: 60s]
+    #[arg(long, env = "SIDEKICK_READY_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(alias = "ready-timeout", deserialize_with = "duration_setting")]
+    pub ready_timeout: Duration,
+    /// How long a check_cmd may run before it is stopped and the resource fails;
+    /// resources may set their own `check_cmd_timeout` [default: 30s]
+    #[arg(long, env = "SIDEKICK_CHECK_CMD_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(alias = "check-cmd-timeout", deserialize_with = "duration_setting")]
+    pub check_cmd_timeout: Duration,
+    /// How long a reload_cmd (or reload_url) may take before it is stopped;
+    /// resources may set their own `reload_cmd_timeout` [default: 60s]
+    #[arg(long, env = "SIDEKICK_RELOAD_CMD_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(alias = "reload-cmd-timeout", deserialize_with = "duration_setting")]
+    pub reload_cmd_timeout: Duration,
     /// Each backend's settings, one group (and `--help` heading) per backend;
     /// their keys are read by `BackendOptions::read`.
     #[command(flatten)]
@@ -131,6 +151,10 @@ impl Default for Settings {
             log_level: "info".to_string(),
             log_format: LogFormat::Text,
             template_engine: TemplateEngine::Tera,
+            metrics_addr: None,
+            ready_timeout: Duration::from_secs(60),
+            check_cmd_timeout: Duration::from_secs(30),
+            reload_cmd_timeout: Duration::from_secs(60),
             backends: BackendOptions::default(),
         }
     }
@@ -258,6 +282,11 @@ impl ConfdOnlyKeys {
 }
 
 /// `wait = "2s:10s"` in the settings file, parsed as `--wait` is.
+/// A duration setting as the file writes it ("30s", "2m").
+fn duration_setting<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    parse_duration(&String::deserialize(d)?).map_err(de::Error::custom)
+}
+
 fn parse_wait<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Wait>, D::Error> {
     Option::<String>::deserialize(d)?
         .map(|text| Wait::parse(&text).map_err(de::Error::custom))

@@ -51,6 +51,16 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(secs).map_err(|_| format!("{text:?} is out of range"))
 }
 
+/// A duration as settings and messages write it: `30s`, `1.5s`.
+pub(crate) fn format_duration(d: Duration) -> String {
+    let secs = d.as_secs_f64();
+    if secs.fract() == 0.0 {
+        format!("{secs:.0}s")
+    } else {
+        format!("{secs}s")
+    }
+}
+
 /// Pending work per resource index: when it is due.
 #[derive(Debug, Default)]
 pub(crate) struct Debouncer {

@@ -13,6 +13,7 @@ use crate::config::Settings;
 use crate::debounce::Wait;
 use crate::dev::DevEvent;
 use crate::executor::{self, ChildAction, Telling};
+use crate::metrics;
 use crate::pipeline::{self, Outcome};
 use crate::redact::Redactor;
 use crate::render::{Limits, RenderError, View};
@@ -92,6 +93,8 @@ impl Changes {
 /// Why one resource's pass failed.
 struct Failure {
     message: String,
+    /// The kind, for metrics: render, check or write.
+    reason: &'static str,
     /// Trying again later may succeed with the same data (a failed write).
     retry: bool,
 }
@@ -214,6 +217,8 @@ impl Engine {
             wait: self.settings.wait,
             exec: self.telling.exec,
             engine: self.settings.template_engine,
+            check_cmd_timeout: self.settings.check_cmd_timeout,
+            reload_cmd_timeout: self.settings.reload_cmd_timeout,
         };
         for file in files {
             match Resource::load(&file, &ctx) {
@@ -378,8 +383,10 @@ impl Engine {
                  (allow_empty = true lets an empty answer through)"
             );
             report.skipped += 1;
+            metrics::skipped(&name);
             return;
         }
+        let started = std::time::Instant::now();
         let dest = slot.resource.dest.display().to_string();
         let redact = Redactor::for_keys(&*self.backend, &self.tree, &slot.resource.visible);
         let result = self.render_and_swap(i, &redact);
@@ -390,16 +397,19 @@ impl Engine {
             Ok(Outcome::Unchanged) => {
                 self.slots[i].last_keys = visible_keys;
                 report.unchanged += 1;
+                metrics::rendered(&name, "unchanged", started.elapsed());
                 tracing::debug!(resource = %name, dest, "unchanged");
             }
             Ok(Outcome::WouldUpdate) => {
                 self.slots[i].last_keys = visible_keys;
                 report.updated += 1;
+                metrics::rendered(&name, "would_update", started.elapsed());
                 tracing::info!(resource = %name, dest, "would update (noop)");
             }
             Ok(Outcome::Updated) => {
                 self.slots[i].last_keys = visible_keys;
                 report.updated += 1;
+                metrics::rendered(&name, "updated", started.elapsed());
                 self.reporter.updated(&name, &dest);
                 let told = executor::after_swap(
                     &self.slots[i].resource,
@@ -412,6 +422,7 @@ impl Engine {
                     Ok(false) => {}
                     Err(e) => {
                         report.failed += 1;
+                        metrics::failed(&name, "reload");
                         self.reporter
                             .resource_error(&name, &redact.apply(&e.to_string()));
                     }
@@ -419,6 +430,7 @@ impl Engine {
             }
             Err(failure) => {
                 report.failed += 1;
+                metrics::failed(&name, failure.reason);
                 self.reporter.resource_error(&name, &failure.message);
                 if failure.retry {
                     let slot = &mut self.slots[i];
@@ -484,6 +496,7 @@ impl Engine {
             }
             Failure {
                 message,
+                reason: "render",
                 retry: false,
             }
         })?;
@@ -493,8 +506,30 @@ impl Engine {
             && (!redact.is_empty() || resource.visible.iter().any(|p| backend.is_secret(p)));
         pipeline::apply(resource, &content, &self.opts, secret, redact).map_err(|e| Failure {
             message: redact.apply(&e.to_string()),
+            reason: e.reason(),
             retry: e.is_retryable(),
         })
+    }
+
+    /// What holds readiness back: each resource file that failed to load, and
+    /// each resource that has not yet rendered (or found its file up to
+    /// date) in this process.
+    pub fn not_ready(&self) -> Vec<String> {
+        let broken = self
+            .broken
+            .iter()
+            .map(|e| format!("{} (does not load)", e.file().display()));
+        let pending = self
+            .slots
+            .iter()
+            .filter(|s| !s.rendered)
+            .map(|s| format!("{} (not rendered yet)", s.resource.name));
+        broken.chain(pending).collect()
+    }
+
+    /// How many keys the data holds.
+    pub fn key_count(&self) -> usize {
+        self.tree.len()
     }
 
     /// What the supervised child should get after the passes so far.

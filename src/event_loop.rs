@@ -13,11 +13,15 @@ use sidekick_backend::{Backend, BackendError, Backoff, Update, UpdateStream};
 use crate::config::Settings;
 use crate::debounce::Debouncer;
 use crate::dev::{DevEvent, DevWatcher};
-use crate::engine::Engine;
+use crate::endpoints::{self, Endpoints, Ping};
+use crate::engine::{Engine, Report};
 use crate::executor::ChildAction;
+use crate::metrics;
 use crate::report::Reporter;
 use crate::shutdown::Shutdown;
+use crate::status::Status;
 use crate::supervise::{self, Supervisor, EXIT_CANNOT_START};
+use crate::systemd;
 
 /// How the loop reports to a person: plain logs, or dev mode's live output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +54,30 @@ enum Event {
     Due,
     /// A dev-mode save; `None` when the dev watcher stopped.
     Dev(Option<DevEvent>),
+    /// `/healthz` asks whether the loop is alive.
+    Ping(Ping),
+    /// Time for systemd's `WATCHDOG=1`.
+    Watchdog,
+}
+
+/// The settings the endpoints need, kept before the engine takes the rest.
+struct OpsSettings {
+    metrics_addr: Option<String>,
+    ready_timeout: Duration,
+}
+
+/// Which resources a pass renders.
+enum Which {
+    All,
+    These(Vec<usize>),
+}
+
+/// The operations endpoints and what they read (`--metrics-addr`).
+struct Ops {
+    status: Arc<Status>,
+    pings: tokio::sync::mpsc::Receiver<Ping>,
+    /// Serving while held.
+    _endpoints: Endpoints,
 }
 
 /// What to do after an event.
@@ -60,7 +88,8 @@ enum Flow {
 
 /// The running loop's state.
 struct Loop {
-    engine: Engine,
+    /// `None` only while a pass has it on a worker thread ([`Loop::pass`]).
+    engine: Option<Engine>,
     shutdown: Shutdown,
     supervisor: Option<Supervisor>,
     stream: Option<UpdateStream>,
@@ -73,6 +102,12 @@ struct Loop {
     /// The stream was restarted for a new interest: its first batch replaces
     /// the data and every resource renders.
     resync: bool,
+    ops: Option<Ops>,
+    watchdog: Option<tokio::time::Interval>,
+    /// The child ended while a pass ran: exit with this code after it.
+    child_exit: Option<i32>,
+    /// SIGINT/SIGTERM came while a pass ran (not under exec): stop after it.
+    stop: bool,
 }
 
 /// Runs until `--onetime` is done, until SIGINT/SIGTERM, or (exec) until the
@@ -89,6 +124,10 @@ pub(crate) async fn run(
     let interval = Duration::from_secs(settings.interval.max(1));
     let confdir = settings.confdir.clone();
     let noop = settings.noop;
+    let settings_ops = OpsSettings {
+        metrics_addr: settings.metrics_addr.clone(),
+        ready_timeout: settings.ready_timeout,
+    };
     let reporter = match mode {
         Mode::Normal => Reporter::Log,
         Mode::Dev => Reporter::Dev {
@@ -105,7 +144,14 @@ pub(crate) async fn run(
             _ = shutdown.recv() => return Ok(interrupted_code()),
         };
         engine.set_data(snapshot);
-        let report = engine.process_all();
+        // On a worker thread, as every pass (a `reload_url` call blocks on
+        // the runtime, which the runtime's own thread cannot).
+        let (engine, report) = tokio::task::spawn_blocking(move || {
+            let report = engine.process_all();
+            (engine, report)
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("the render pass failed: {e}"))?;
         if let Some(signal) = crate::shutdown::requested() {
             tracing::info!(%signal, "{signal} received during the onetime run, stopped");
             return Ok(interrupted_code());
@@ -152,8 +198,32 @@ pub(crate) async fn run(
         None => None,
     };
 
+    let ops = match &settings_ops.metrics_addr {
+        Some(addr) => {
+            let handle = metrics::install()?;
+            let status = Arc::new(Status::new(
+                engine.backend().name(),
+                settings_ops.ready_timeout,
+            ));
+            status.set_not_ready(engine.not_ready());
+            let (tx, pings) = tokio::sync::mpsc::channel(16);
+            let endpoints = endpoints::start(addr, handle, Arc::clone(&status), tx).await?;
+            Some(Ops {
+                status,
+                pings,
+                _endpoints: endpoints,
+            })
+        }
+        None => None,
+    };
+    let watchdog = systemd::watchdog_interval().map(|every| {
+        let mut interval = tokio::time::interval(every);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        interval
+    });
+
     let mut lp = Loop {
-        engine,
+        engine: Some(engine),
         shutdown,
         supervisor,
         stream: None,
@@ -163,6 +233,10 @@ pub(crate) async fn run(
         interval,
         down: false,
         resync: false,
+        ops,
+        watchdog,
+        child_exit: None,
+        stop: false,
     };
     lp.stream = Some(lp.open_stream());
 
@@ -172,11 +246,16 @@ pub(crate) async fn run(
     let Some(first) = lp.first_batch().await? else {
         return Ok(0);
     };
-    lp.engine.set_first(first);
-    let report = lp.engine.process_all();
+    lp.engine_mut().set_first(first);
+    lp.data_changed();
+    let report = lp.pass(Which::All).await?;
     lp.schedule_retries(&report.retry);
     // The child starts with the files as they are now.
-    lp.engine.take_child_actions();
+    lp.engine_mut().take_child_actions();
+    systemd::notify("READY=1");
+    if lp.stop {
+        return Ok(0);
+    }
     if onetime {
         // `exec --onetime`: render once, then only supervise.
         lp.stream = None;
@@ -218,11 +297,75 @@ fn interrupted_code() -> i32 {
 }
 
 impl Loop {
+    /// The engine, between passes.
+    fn engine(&self) -> &Engine {
+        match &self.engine {
+            Some(engine) => engine,
+            // Only `pass` takes the engine, and it puts it back before it
+            // returns; nothing else runs meanwhile.
+            None => unreachable!("the engine is away only during a pass"),
+        }
+    }
+
+    fn engine_mut(&mut self) -> &mut Engine {
+        match &mut self.engine {
+            Some(engine) => engine,
+            // As in `engine`.
+            None => unreachable!("the engine is away only during a pass"),
+        }
+    }
+
+    /// Whether a supervised child is running (signals then go to it).
+    fn child_running(&self) -> bool {
+        self.supervisor.as_ref().is_some_and(Supervisor::has_child)
+    }
+
+    /// Runs one pass on a worker thread (tokio's blocking pool), so renders,
+    /// DNS lookups and `check_cmd`/`reload_cmd` never hold up the loop: it
+    /// keeps forwarding signals to the child, reaping, and answering
+    /// `/healthz` and the systemd watchdog. SIGINT/SIGTERM meanwhile stop the
+    /// pass (it reads `shutdown::requested`) and then sidekick (`self.stop`).
+    async fn pass(&mut self, which: Which) -> anyhow::Result<Report> {
+        let Some(mut engine) = self.engine.take() else {
+            anyhow::bail!("internal error: a pass started while another ran");
+        };
+        let mut task = tokio::task::spawn_blocking(move || {
+            let report = match which {
+                Which::All => engine.process_all(),
+                Which::These(which) => engine.process(&which),
+            };
+            (engine, report)
+        });
+        loop {
+            let child = self.child_running() && self.child_exit.is_none();
+            tokio::select! {
+                joined = &mut task => {
+                    let (engine, report) = joined
+                        .map_err(|e| anyhow::anyhow!("the render pass failed: {e}"))?;
+                    self.engine = Some(engine);
+                    if let Some(ops) = &self.ops {
+                        ops.status.set_not_ready(self.engine().not_ready());
+                    }
+                    return Ok(report);
+                }
+                event = next_child_event(&mut self.supervisor), if child => {
+                    let (supervise::Event::Exited(code) | supervise::Event::Stopped(code)) = event;
+                    self.child_exit = Some(code);
+                }
+                _ = self.shutdown.recv(), if !self.child_running() && !self.stop => self.stop = true,
+                Some(ping) = next_ping(&mut self.ops) => {
+                    let _ = ping.send(());
+                }
+                _ = next_tick(&mut self.watchdog) => systemd::notify("WATCHDOG=1"),
+            }
+        }
+    }
+
     /// The backend's watch for the current interest, or a poll in the same
     /// shape when the backend cannot watch or `--watch` is off.
     fn open_stream(&self) -> UpdateStream {
-        let backend = self.engine.backend();
-        let interest = self.engine.interest();
+        let backend = self.engine().backend();
+        let interest = self.engine().interest();
         if self.watch {
             if let Some(stream) = backend.watch(&interest) {
                 return stream;
@@ -243,27 +386,33 @@ impl Loop {
             let item = tokio::select! {
                 item = next_update(&mut self.stream) => item,
                 _ = self.shutdown.recv() => return Ok(None),
+                Some(ping) = next_ping(&mut self.ops) => {
+                    let _ = ping.send(());
+                    continue;
+                }
+                _ = next_tick(&mut self.watchdog) => {
+                    systemd::notify("WATCHDOG=1");
+                    continue;
+                }
             };
             match item {
                 Some(Ok(batch)) => {
-                    if self.down {
-                        self.back_up();
-                    }
+                    self.answered(batch.len());
                     return Ok(Some(batch));
                 }
                 Some(Err(e)) => {
                     if !self.down {
                         tracing::error!(
-                            backend = self.engine.backend().name(),
+                            backend = self.engine().backend().name(),
                             "initial load failed, retrying: {e}"
                         );
-                        self.engine.reporter().console_error(&e.to_string());
+                        self.engine().reporter().console_error(&e.to_string());
                     }
-                    self.down = true;
+                    self.went_down();
                 }
                 None => anyhow::bail!(
                     "{}: the backend stopped before its first answer (see above)",
-                    self.engine.backend().name()
+                    self.engine().backend().name()
                 ),
             }
         }
@@ -283,6 +432,8 @@ impl Loop {
             item = next_update(&mut self.stream) => Event::Backend(item),
             _ = sleep_until_due(due) => Event::Due,
             event = next_dev_event(&mut self.dev) => Event::Dev(event),
+            Some(ping) = next_ping(&mut self.ops) => Event::Ping(ping),
+            _ = next_tick(&mut self.watchdog) => Event::Watchdog,
         }
     }
 
@@ -293,14 +444,21 @@ impl Loop {
         let which = match event {
             Event::Shutdown => return Flow::Exit(0),
             Event::ChildGone(code) => return Flow::Exit(code),
+            Event::Ping(ping) => {
+                let _ = ping.send(());
+                return Flow::Continue;
+            }
+            Event::Watchdog => {
+                systemd::notify("WATCHDOG=1");
+                return Flow::Continue;
+            }
             Event::Backend(Some(Ok(batch))) => {
-                if self.down {
-                    self.back_up();
-                }
+                self.answered(batch.len());
                 if std::mem::take(&mut self.resync) {
-                    self.engine.set_first(batch);
+                    self.engine_mut().set_first(batch);
+                    self.data_changed();
                     self.debouncer.clear();
-                    self.engine.all()
+                    self.engine().all()
                 } else {
                     self.schedule(batch, now)
                 }
@@ -308,22 +466,22 @@ impl Loop {
             Event::Backend(Some(Err(e))) => {
                 // The driver yields an error only when the backend's state
                 // changes, so each one is worth a line.
-                let backend = self.engine.backend().name();
-                self.engine
+                let backend = self.engine().backend().name();
+                self.engine()
                     .reporter()
                     .backend_error(backend, &e.to_string());
-                self.down = true;
+                self.went_down();
                 return Flow::Continue;
             }
             Event::Backend(None) => {
                 tracing::error!(
-                    backend = self.engine.backend().name(),
+                    backend = self.engine().backend().name(),
                     "watch ended; falling back to polling"
                 );
-                let backend = Arc::clone(self.engine.backend());
+                let backend = Arc::clone(self.engine().backend());
                 self.stream = Some(sidekick_backend::poll(
                     backend,
-                    self.engine.interest(),
+                    self.engine().interest(),
                     self.interval,
                     poll_backoff(),
                 ));
@@ -336,9 +494,9 @@ impl Loop {
             }
             Event::Dev(Some(event)) => {
                 self.debouncer.clear();
-                let interest = self.engine.interest();
-                let which = self.engine.on_dev_event(event);
-                if self.engine.interest() != interest {
+                let interest = self.engine().interest();
+                let which = self.engine_mut().on_dev_event(event);
+                if self.engine().interest() != interest {
                     // New keys to read: render once the new stream's first
                     // snapshot is in.
                     self.stream = Some(self.open_stream());
@@ -350,8 +508,19 @@ impl Loop {
             }
         };
         if !which.is_empty() {
-            let report = self.engine.process(&which);
-            self.schedule_retries(&report.retry);
+            match self.pass(Which::These(which)).await {
+                Ok(report) => self.schedule_retries(&report.retry),
+                Err(e) => {
+                    eprintln!("sidekick: error: {e:#}");
+                    return Flow::Exit(1);
+                }
+            }
+            if let Some(code) = self.child_exit.take() {
+                return Flow::Exit(code);
+            }
+            if self.stop {
+                return Flow::Exit(0);
+            }
         }
         self.act_on_child().await
     }
@@ -359,18 +528,19 @@ impl Loop {
     /// Applies a batch and schedules the resources it touches; returns those
     /// due now (no `wait`).
     fn schedule(&mut self, batch: Vec<Update>, now: tokio::time::Instant) -> Vec<usize> {
-        let changes = self.engine.apply(batch);
+        let changes = self.engine_mut().apply(batch);
         if changes.is_empty() {
             return Vec::new();
         }
-        let which = self.engine.affected(&changes);
+        self.data_changed();
+        let which = self.engine().affected(&changes);
         tracing::debug!(
             keys = changes.key_count(),
             resources = which.len(),
             "change"
         );
         for i in which {
-            let (wait, not_before) = self.engine.pacing(i);
+            let (wait, not_before) = self.engine().pacing(i);
             self.debouncer.touch(i, wait, not_before, now);
         }
         // Without a wait, render now rather than through the timer.
@@ -390,14 +560,38 @@ impl Loop {
         }
     }
 
-    fn back_up(&mut self) {
-        self.down = false;
-        tracing::info!(backend = self.engine.backend().name(), "backend is back");
+    /// A good batch of `updates` came from the backend.
+    fn answered(&mut self, updates: usize) {
+        let backend = self.engine().backend().name();
+        if self.down {
+            self.down = false;
+            tracing::info!(backend, "backend is back");
+            metrics::backend_reconnected(backend);
+        }
+        metrics::backend_up(backend, true);
+        metrics::watch_events(backend, updates);
+        if let Some(ops) = &self.ops {
+            ops.status.backend_answered();
+        }
+    }
+
+    /// The backend failed.
+    fn went_down(&mut self) {
+        self.down = true;
+        metrics::backend_up(self.engine().backend().name(), false);
+        if let Some(ops) = &self.ops {
+            ops.status.backend_down();
+        }
+    }
+
+    /// The data changed: for the keys gauge.
+    fn data_changed(&self) {
+        metrics::keys(self.engine().backend().name(), self.engine().key_count());
     }
 
     /// Signals or restarts the supervised child as the last pass asked.
     async fn act_on_child(&mut self) -> Flow {
-        let actions = self.engine.take_child_actions();
+        let actions = self.engine_mut().take_child_actions();
         let Some(sup) = self.supervisor.as_mut() else {
             return Flow::Continue;
         };
@@ -409,6 +603,7 @@ impl Loop {
                     }
                 }
                 ChildAction::Restart(sig) => {
+                    metrics::child_restarted();
                     if let Err(e) = sup.restart(sig).await {
                         eprintln!("sidekick: error: {e}");
                         return Flow::Exit(EXIT_CANNOT_START);
@@ -417,6 +612,22 @@ impl Loop {
             }
         }
         Flow::Continue
+    }
+}
+
+async fn next_ping(ops: &mut Option<Ops>) -> Option<Ping> {
+    match ops {
+        Some(o) => o.pings.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_tick(interval: &mut Option<tokio::time::Interval>) {
+    match interval {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
     }
 }
 

@@ -7,6 +7,8 @@
 use nix::sys::signal::Signal;
 
 use crate::command::{self, CommandError};
+use crate::hook::{self, HookError};
+use crate::metrics;
 use crate::pipeline;
 use crate::redact::Redactor;
 use crate::reload::{self, ReloadError, Target};
@@ -36,6 +38,8 @@ pub(crate) struct Telling {
 pub(crate) enum TellError {
     #[error("reload_cmd failed (the new file is in place): {0}")]
     Reload(#[source] CommandError),
+    #[error("{0} (the new file is in place)")]
+    Hook(#[source] HookError),
     #[error("reload_signal not sent: {0}")]
     Signal(#[source] ReloadError),
 }
@@ -67,11 +71,24 @@ fn tell(
     }
     let mut reloaded = false;
     if let Some(cmd) = &resource.reload_cmd {
-        command::run(cmd, redact).map_err(TellError::Reload)?;
+        let spec = command::Spec {
+            cmd,
+            field: "reload_cmd",
+            timeout: resource.reload_cmd_timeout,
+        };
+        command::run(spec, redact).map_err(TellError::Reload)?;
+        metrics::reload(&resource.name, "command");
+        reloaded = true;
+    }
+    if let Some(hook) = &resource.reload_url {
+        let status = hook::call(hook, resource.reload_cmd_timeout).map_err(TellError::Hook)?;
+        tracing::info!(resource = %resource.name, url = %hook.url, status, "reload_url called");
+        metrics::reload(&resource.name, "url");
         reloaded = true;
     }
     if resource.restart && telling.exec {
         child.push(ChildAction::Restart(resource.kill_signal));
+        metrics::reload(&resource.name, "restart");
         reloaded = true;
     } else if let (Some(sig), Some(target)) = (resource.reload_signal, &resource.target) {
         reloaded = true;
@@ -81,6 +98,7 @@ fn tell(
             let pids = reload::send(sig, target).map_err(TellError::Signal)?;
             tracing::info!(resource = %resource.name, signal = %sig, ?pids, "signalled executor");
         }
+        metrics::reload(&resource.name, "signal");
     }
     Ok(reloaded)
 }

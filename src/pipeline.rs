@@ -95,6 +95,15 @@ fn io_message(op: &str, path: &Path, dest: &Path, source: &io::Error) -> String 
 }
 
 impl PipelineError {
+    /// The failure's kind, as `sidekick_render_failures_total` labels it.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            PipelineError::Format { .. } => "render",
+            PipelineError::Io { .. } => "write",
+            PipelineError::Check { .. } => "check",
+        }
+    }
+
     /// Whether trying again later may succeed without any change of data or
     /// templates: a write that failed (disk full, read-only, permissions).
     pub fn is_retryable(&self) -> bool {
@@ -203,7 +212,12 @@ pub(crate) fn apply(
         let cmd = cmd
             .replace("{{.src}}", &stage.path.to_string_lossy())
             .replace("{{ .src }}", &stage.path.to_string_lossy());
-        command::run(&cmd, redact).map_err(|source| PipelineError::Check {
+        let spec = command::Spec {
+            cmd: &cmd,
+            field: "check_cmd",
+            timeout: resource.check_cmd_timeout,
+        };
+        command::run(spec, redact).map_err(|source| PipelineError::Check {
             source,
             dest: dest.clone(),
         })?;

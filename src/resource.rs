@@ -54,6 +54,14 @@ struct TemplateSection {
     max_output: Option<Spanned<SizeSpec>>,
     /// Longest a render may take ("30s").
     render_timeout: Option<Spanned<String>>,
+    /// Longest `check_cmd` may run ("30s"); overrides `--check-cmd-timeout`.
+    check_cmd_timeout: Option<Spanned<String>>,
+    /// Longest `reload_cmd` (or `reload_url`) may take; overrides `--reload-cmd-timeout`.
+    reload_cmd_timeout: Option<Spanned<String>>,
+    /// An HTTP endpoint to call after a swap (an app that reloads over HTTP).
+    reload_url: Option<Spanned<String>>,
+    /// `reload_url`'s method [default: POST].
+    reload_method: Option<Spanned<String>>,
     kill_signal: Option<Spanned<SignalSpec>>,
     /// `"go"` or `"tera"`: overrides `--template-engine` for this resource.
     engine: Option<Spanned<String>>,
@@ -82,6 +90,10 @@ const FIELDS: &[&str] = &[
     "allow_empty",
     "max_output",
     "render_timeout",
+    "check_cmd_timeout",
+    "reload_cmd_timeout",
+    "reload_url",
+    "reload_method",
     "kill_signal",
     "engine",
 ];
@@ -197,6 +209,16 @@ pub(crate) struct LoadContext<'a> {
     pub exec: bool,
     /// `--template-engine`, for resources that name none.
     pub engine: TemplateEngine,
+    /// `--check-cmd-timeout` and `--reload-cmd-timeout`, for resources that set none.
+    pub check_cmd_timeout: Duration,
+    pub reload_cmd_timeout: Duration,
+}
+
+/// `reload_url` and its method: an HTTP reload hook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ReloadUrl {
+    pub url: String,
+    pub method: String,
 }
 
 /// A format the rendered output must parse as.
@@ -239,6 +261,11 @@ pub(crate) struct Resource {
     pub max_output: u64,
     /// A render that takes longer is stopped and refused.
     pub render_timeout: Duration,
+    /// A `check_cmd` that runs longer is stopped; the resource fails.
+    pub check_cmd_timeout: Duration,
+    /// A `reload_cmd` (or `reload_url` call) that takes longer is stopped.
+    pub reload_cmd_timeout: Duration,
+    pub reload_url: Option<ReloadUrl>,
     /// The template (or an include) calls `service()` or `services()`.
     pub uses_catalog: bool,
     pub renderer: Box<dyn Renderer>,
@@ -464,7 +491,8 @@ impl Resource {
                 .map_err(|e| invalid(Some(m.span()), format!("field `max_output`: {e}")))?,
             None => DEFAULT_MAX_OUTPUT,
         };
-        let render_timeout = match &t.render_timeout {
+        // A time limit: a duration above zero, or the default.
+        let limit = |spec: &Option<Spanned<String>>, field: &str, default: Duration| match spec {
             Some(d) => parse_duration(d.get_ref())
                 .ok()
                 .filter(|d| !d.is_zero())
@@ -472,12 +500,57 @@ impl Resource {
                     invalid(
                         Some(d.span()),
                         format!(
-                            "field `render_timeout`: {:?} is not a duration above zero (\"30s\", \"2m\")",
+                            "field `{field}`: {:?} is not a duration above zero (\"30s\", \"2m\")",
                             d.get_ref()
                         ),
                     )
-                })?,
-            None => DEFAULT_RENDER_TIMEOUT,
+                }),
+            None => Ok(default),
+        };
+        let render_timeout = limit(&t.render_timeout, "render_timeout", DEFAULT_RENDER_TIMEOUT)?;
+        let check_cmd_timeout =
+            limit(&t.check_cmd_timeout, "check_cmd_timeout", ctx.check_cmd_timeout)?;
+        let reload_cmd_timeout =
+            limit(&t.reload_cmd_timeout, "reload_cmd_timeout", ctx.reload_cmd_timeout)?;
+        let reload_url = match (&t.reload_url, &t.reload_method) {
+            (None, Some(m)) => {
+                return Err(invalid(
+                    Some(m.span()),
+                    "field `reload_method`: needs `reload_url`".into(),
+                ))
+            }
+            (None, None) => None,
+            (Some(u), method) => {
+                let url = u.get_ref().trim();
+                if !(url.starts_with("http://") || url.starts_with("https://"))
+                    || reqwest::Url::parse(url).is_err()
+                {
+                    return Err(invalid(
+                        Some(u.span()),
+                        format!("field `reload_url`: {url:?} is not an http:// or https:// URL"),
+                    ));
+                }
+                let method = match method {
+                    None => "POST".to_string(),
+                    Some(m) => {
+                        let upper = m.get_ref().trim().to_ascii_uppercase();
+                        if !["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"].contains(&upper.as_str()) {
+                            return Err(invalid(
+                                Some(m.span()),
+                                format!(
+                                    "field `reload_method`: {:?} is not GET, POST, PUT, PATCH, DELETE or HEAD",
+                                    m.get_ref()
+                                ),
+                            ));
+                        }
+                        upper
+                    }
+                };
+                Some(ReloadUrl {
+                    url: url.to_string(),
+                    method,
+                })
+            }
         };
         let prefix = join_prefix(global_prefix, t.prefix.as_deref().unwrap_or(""));
         // `keys = []` reads nothing from the backend: it must never widen to the
@@ -525,6 +598,9 @@ impl Resource {
             allow_empty: t.allow_empty,
             max_output,
             render_timeout,
+            check_cmd_timeout,
+            reload_cmd_timeout,
+            reload_url,
             uses_catalog: renderer.uses_catalog(),
             renderer,
         })
@@ -565,6 +641,8 @@ mod tests {
             wait: None,
             exec: false,
             engine: TemplateEngine::Tera,
+            check_cmd_timeout: Duration::from_secs(30),
+            reload_cmd_timeout: Duration::from_secs(60),
         };
         Resource::load(&file, &ctx).unwrap().visible
     }

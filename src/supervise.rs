@@ -12,6 +12,8 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::reap;
+
 /// Exit code when the command cannot be started, as shells use.
 pub(crate) const EXIT_CANNOT_START: i32 = 127;
 
@@ -148,6 +150,11 @@ impl Supervisor {
         Ok(())
     }
 
+    /// Whether the child is running (started, not yet reaped).
+    pub fn has_child(&self) -> bool {
+        self.child.is_some()
+    }
+
     /// Sends `sig` to the child (or its process group).
     pub fn signal(&self, sig: Signal) -> Result<(), SuperviseError> {
         let Some(pid) = self.child else { return Ok(()) };
@@ -250,21 +257,25 @@ impl Supervisor {
     }
 
     /// Reaps every exited child; returns the exit code if ours was among them.
+    /// A running `check_cmd`'s or `reload_cmd`'s shell gets its status back
+    /// (`reap::claim`): its thread is waiting for it.
     fn reap(&mut self) -> Option<i32> {
         let mut ours = None;
+        let mut commands = reap::reaping();
         loop {
             match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::Exited(pid, code)) => {
                     if Some(pid) == self.child {
                         ours = Some(code);
-                    } else {
+                    } else if !commands.claim(pid.as_raw(), code << 8) {
                         tracing::debug!(pid = pid.as_raw(), code, "reaped orphan");
                     }
                 }
-                Ok(WaitStatus::Signaled(pid, sig, _)) => {
+                Ok(WaitStatus::Signaled(pid, sig, core)) => {
+                    let raw = sig as i32 | if core { 0x80 } else { 0 };
                     if Some(pid) == self.child {
                         ours = Some(128 + sig as i32);
-                    } else {
+                    } else if !commands.claim(pid.as_raw(), raw) {
                         tracing::debug!(pid = pid.as_raw(), signal = %sig, "reaped orphan");
                     }
                 }

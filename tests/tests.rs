@@ -24,6 +24,7 @@ mod executor;
 mod faults;
 mod functions;
 mod golden;
+mod ops;
 #[cfg(feature = "kubernetes")]
 mod kubernetes;
 mod pipeline;

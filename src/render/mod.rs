@@ -85,23 +85,13 @@ impl Limits {
             ),
             Stop::Time => format!(
                 "the render ran longer than render_timeout ({}): stopped",
-                seconds(self.timeout.unwrap_or_default())
+                crate::debounce::format_duration(self.timeout.unwrap_or_default())
             ),
         };
         RenderError::Limit {
             path: path.to_path_buf(),
             message,
         }
-    }
-}
-
-/// `30s`, `1.5s`.
-fn seconds(d: std::time::Duration) -> String {
-    let secs = d.as_secs_f64();
-    if secs.fract() == 0.0 {
-        format!("{secs:.0}s")
-    } else {
-        format!("{secs}s")
     }
 }
 

@@ -122,7 +122,9 @@ async fn answer<B>(request: &Request<B>, shared: &Shared) -> Response<Full<Bytes
         "/healthz" => {
             let (tx, rx) = oneshot::channel();
             let answered = shared.pings.try_send(tx).is_ok()
-                && tokio::time::timeout(PING_TIMEOUT, rx).await.is_ok_and(|r| r.is_ok());
+                && tokio::time::timeout(PING_TIMEOUT, rx)
+                    .await
+                    .is_ok_and(|r| r.is_ok());
             if answered {
                 text(StatusCode::OK, "ok\n".into())
             } else {

@@ -83,7 +83,10 @@ async fn send(hook: &ReloadUrl, timeout: Duration) -> Result<u16, HookError> {
         .map_err(|e| request_error(hook, e.to_string()))?;
     let response = client
         .request(method, &hook.url)
-        .header("user-agent", concat!("sidekick/", env!("CARGO_PKG_VERSION")))
+        .header(
+            "user-agent",
+            concat!("sidekick/", env!("CARGO_PKG_VERSION")),
+        )
         .send()
         .await
         .map_err(|e| request_error(hook, error_text(&e)))?;

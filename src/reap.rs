@@ -70,7 +70,11 @@ impl Reaping {
     /// The supervisor reaped `pid` with the raw wait status `raw`: true (and
     /// noted) when it is a command's.
     pub fn claim(&mut self, pid: i32, raw: i32) -> bool {
-        match self.0.iter_mut().find(|(p, _)| i64::from(*p) == i64::from(pid)) {
+        match self
+            .0
+            .iter_mut()
+            .find(|(p, _)| i64::from(*p) == i64::from(pid))
+        {
             Some(entry) => {
                 entry.1 = Some(ExitStatus::from_raw(raw));
                 true

@@ -508,10 +508,16 @@ impl Resource {
             None => Ok(default),
         };
         let render_timeout = limit(&t.render_timeout, "render_timeout", DEFAULT_RENDER_TIMEOUT)?;
-        let check_cmd_timeout =
-            limit(&t.check_cmd_timeout, "check_cmd_timeout", ctx.check_cmd_timeout)?;
-        let reload_cmd_timeout =
-            limit(&t.reload_cmd_timeout, "reload_cmd_timeout", ctx.reload_cmd_timeout)?;
+        let check_cmd_timeout = limit(
+            &t.check_cmd_timeout,
+            "check_cmd_timeout",
+            ctx.check_cmd_timeout,
+        )?;
+        let reload_cmd_timeout = limit(
+            &t.reload_cmd_timeout,
+            "reload_cmd_timeout",
+            ctx.reload_cmd_timeout,
+        )?;
         let reload_url = match (&t.reload_url, &t.reload_method) {
             (None, Some(m)) => {
                 return Err(invalid(
@@ -534,7 +540,9 @@ impl Resource {
                     None => "POST".to_string(),
                     Some(m) => {
                         let upper = m.get_ref().trim().to_ascii_uppercase();
-                        if !["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"].contains(&upper.as_str()) {
+                        if !["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]
+                            .contains(&upper.as_str())
+                        {
                             return Err(invalid(
                                 Some(m.span()),
                                 format!(

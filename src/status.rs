@@ -104,11 +104,17 @@ mod tests {
         status.backend_answered();
         status.set_not_ready(vec!["app.toml (not rendered yet)".into()]);
         let (ready, body) = status.readiness();
-        assert!(!ready && body.contains("resource app.toml (not rendered yet)"), "{body}");
+        assert!(
+            !ready && body.contains("resource app.toml (not rendered yet)"),
+            "{body}"
+        );
         status.set_not_ready(Vec::new());
         assert_eq!(status.readiness(), (true, "ready\n".to_string()));
         status.backend_down();
-        assert!(status.readiness().0, "down, but not yet for --ready-timeout");
+        assert!(
+            status.readiness().0,
+            "down, but not yet for --ready-timeout"
+        );
         std::thread::sleep(Duration::from_millis(30));
         let (ready, body) = status.readiness();
         assert!(!ready && body.contains("unreachable for"), "{body}");

@@ -50,10 +50,7 @@ fn slow_check(dir: &Dir, secs: u32) -> std::path::PathBuf {
     dir.simple(
         "app",
         "v={{ getv(key=\"/app/v\") }}\n",
-        &format!(
-            "check_cmd = \"touch {} && sleep {secs}\"",
-            marker.display()
-        ),
+        &format!("check_cmd = \"touch {} && sleep {secs}\"", marker.display()),
     )
 }
 
@@ -111,13 +108,19 @@ fn readyz_fails_while_the_backend_is_down_past_ready_timeout() {
     // Still alive, and the file is kept.
     assert_eq!(get(&addr, "/healthz").unwrap().0, 200);
     let metrics = get(&addr, "/metrics").unwrap().1;
-    assert!(metrics.contains("sidekick_backend_up{backend=\"etcdv3\"} 0"), "{metrics}");
+    assert!(
+        metrics.contains("sidekick_backend_up{backend=\"etcdv3\"} 0"),
+        "{metrics}"
+    );
     etcd.restart();
     wait_status(&addr, "/readyz", 200);
     etcd.put("/app/v", "two");
     p.wait_for_file(&dest, "v=two\n");
     let metrics = get(&addr, "/metrics").unwrap().1;
-    assert!(metrics.contains("sidekick_backend_up{backend=\"etcdv3\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("sidekick_backend_up{backend=\"etcdv3\"} 1"),
+        "{metrics}"
+    );
     assert!(
         metrics.contains("sidekick_backend_reconnects_total{backend=\"etcdv3\"} 1"),
         "{metrics}"
@@ -154,7 +157,10 @@ impl Prometheus {
         let addr = format!("127.0.0.1:{}", free_port());
         let child = Command::new(bin)
             .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
             .arg(format!("--web.listen-address={addr}"))
             .stdout(Stdio::null())
             .stderr(fs::File::create(dir.path().join("log")).unwrap())
@@ -207,8 +213,16 @@ fn prometheus_scrapes_the_metrics_and_promtool_accepts_them() {
     p.wait_for_file(&dest, "v=one\n");
     dir.data("app:\n  v: two\n");
     p.wait_for_file(&dest, "v=two\n");
-    let (status, body) = get(&addr, "/metrics").unwrap();
-    assert_eq!(status, 200);
+    // The counter goes up just after the rename the test saw.
+    let deadline = Instant::now() + TIMEOUT;
+    let body = loop {
+        let (status, body) = get(&addr, "/metrics").unwrap();
+        assert_eq!(status, 200);
+        if body.contains("result=\"updated\"} 2") || Instant::now() > deadline {
+            break body;
+        }
+        thread::sleep(POLL);
+    };
     for needle in [
         "sidekick_renders_total{resource=\"app.toml\",result=\"updated\"} 2",
         "sidekick_render_duration_seconds_bucket{resource=\"app.toml\",le=\"+Inf\"} 2",
@@ -275,7 +289,11 @@ fn a_check_cmd_past_its_timeout_is_stopped_and_the_old_file_stays() {
     let start = Instant::now();
     let out = dir.onetime().run_fail();
     out.assert_stderr_has(&["check_cmd timed out after 1s", "`sleep 20` was stopped"]);
-    assert!(start.elapsed() < Duration::from_secs(15), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        start.elapsed()
+    );
     assert_eq!(fs::read_to_string(&dest).unwrap(), "old\n");
     dir.assert_no_stage_files();
     // The flag sets it for every resource that sets none.
@@ -324,7 +342,10 @@ fn sigterm_during_a_hanging_check_cmd_stops_within_two_seconds() {
         thread::sleep(POLL);
     }
     let took = t.elapsed();
-    assert!(took < Duration::from_secs(2), "exited {took:?} after SIGTERM");
+    assert!(
+        took < Duration::from_secs(2),
+        "exited {took:?} after SIGTERM"
+    );
     assert_eq!(fs::read_to_string(&dest).unwrap(), "old\n");
     dir.assert_no_stage_files();
 }
@@ -368,7 +389,9 @@ fn the_exec_child_gets_a_forwarded_signal_while_a_check_runs() {
     let _ = Command::new("/bin/sh")
         .args(["-c", &format!("kill -USR1 {}", p.pid())])
         .status();
-    p.wait_until("the child to get SIGUSR1 during the check", |_| got.exists());
+    p.wait_until("the child to get SIGUSR1 during the check", |_| {
+        got.exists()
+    });
     assert_ne!(
         fs::read_to_string(dir.out("app.conf")).unwrap_or_default(),
         "v=two\n",
@@ -431,7 +454,11 @@ fn hook_server(status: u16) -> (String, Arc<Mutex<Vec<String>>>) {
                 parts.next().unwrap_or("")
             );
             log.lock().unwrap().push(request);
-            let body = if status == 200 { "" } else { "config is broken" };
+            let body = if status == 200 {
+                ""
+            } else {
+                "config is broken"
+            };
             let _ = write!(
                 stream,
                 "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
@@ -474,9 +501,11 @@ fn reload_url_calls_the_app_after_a_swap_and_names_a_failed_answer() {
     let dir = Dir::new();
     dir.data("app:\n  v: one\n");
     dir.simple("app", "v\n", "reload_url = \"ftp://x\"");
-    dir.onetime()
-        .run_fail()
-        .assert_stderr_has(&["app.toml:", "field `reload_url`", "not an http:// or https:// URL"]);
+    dir.onetime().run_fail().assert_stderr_has(&[
+        "app.toml:",
+        "field `reload_url`",
+        "not an http:// or https:// URL",
+    ]);
 }
 
 #[test]

@@ -24,9 +24,9 @@ mod executor;
 mod faults;
 mod functions;
 mod golden;
-mod ops;
 #[cfg(feature = "kubernetes")]
 mod kubernetes;
+mod ops;
 mod pipeline;
 #[cfg(feature = "rancher")]
 mod rancher;

@@ -13,6 +13,7 @@ pub(crate) const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// or annotations kept around).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Slice {
+    pub namespace: String,
     pub name: String,
     /// Value of the `kubernetes.io/service-name` label; `None`: not tied to a
     /// Service, so ignored.
@@ -32,6 +33,7 @@ impl Slice {
             .and_then(|l| l.get(SERVICE_NAME_LABEL))
             .cloned();
         Slice {
+            namespace: slice.metadata.namespace.unwrap_or_default(),
             name: slice.metadata.name.unwrap_or_default(),
             service,
             address_type: slice.address_type,
@@ -186,6 +188,7 @@ mod tests {
 
     fn slice(name: &str, service: &str, endpoints: Vec<Endpoint>) -> Slice {
         Slice {
+            namespace: "default".into(),
             name: name.into(),
             service: Some(service.into()),
             address_type: "IPv4".into(),

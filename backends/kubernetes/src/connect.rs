@@ -10,14 +10,18 @@ use kube::{Client, Config};
 use sidekick_backend::BackendError;
 use tokio::sync::OnceCell;
 
+use crate::scope::{self, Namespaces, Scope};
 use crate::warn::WarnOnce;
 use crate::{KubernetesConfig, NAME};
 
-/// A client and the namespace it reads.
+/// A client, the namespaces it reads and the label selector it sends.
 #[derive(Clone)]
 pub(crate) struct Connection {
     pub client: Client,
-    pub namespace: String,
+    pub scope: Scope,
+    /// `--kube-label`, checked and joined: every ConfigMap and Secret list and
+    /// watch carries it as `labelSelector`.
+    pub labels: Option<String>,
     /// The API server's URL, for messages.
     pub server: String,
 }
@@ -34,8 +38,10 @@ enum Source {
 /// What the backend and its watch streams share. Holds credentials: no `Debug`.
 pub(crate) struct Shared {
     source: Source,
-    /// `--namespace`, when given.
-    namespace: Option<String>,
+    /// `--namespace` / `--all-namespaces`.
+    namespaces: Namespaces,
+    /// `--kube-label`, checked and joined.
+    labels: Option<String>,
     /// Where the settings came from, for messages.
     origin: String,
     connection: OnceCell<Connection>,
@@ -46,11 +52,8 @@ pub(crate) struct Shared {
 impl Shared {
     /// Reads and checks the settings; contacts nothing.
     pub(crate) fn new(config: KubernetesConfig) -> Result<Shared, BackendError> {
-        if let Some(ns) = &config.namespace {
-            if ns.is_empty() {
-                return Err(config_error("--namespace is empty".into()));
-            }
-        }
+        let namespaces = Namespaces::parse(config.namespace.as_deref(), config.all_namespaces)?;
+        let labels = scope::label_selector(&config.labels)?;
         let (kubeconfig, origin) = match &config.kubeconfig {
             Some(path) => {
                 let kc = Kubeconfig::read_from(path).map_err(|e| {
@@ -65,7 +68,8 @@ impl Shared {
                 tracing::debug!(server = %c.cluster_url, "using the in-cluster service account");
                 return Ok(Shared {
                     source: Source::Ready(Box::new(c)),
-                    namespace: config.namespace,
+                    namespaces,
+                    labels,
                     origin: "in-cluster service account".into(),
                     connection: OnceCell::new(),
                     warned: Arc::default(),
@@ -93,7 +97,8 @@ impl Shared {
             };
         Ok(Shared {
             source,
-            namespace: config.namespace,
+            namespaces,
+            labels,
             origin,
             connection: OnceCell::new(),
             warned: Arc::default(),
@@ -123,17 +128,21 @@ impl Shared {
                     .map_err(|e| config_error(format!("{}: {e}", self.origin)))?
             }
         };
-        let namespace = self
-            .namespace
-            .clone()
-            .unwrap_or_else(|| config.default_namespace.clone());
+        let scope = Scope::resolve(&self.namespaces, &config.default_namespace);
         let server = config.cluster_url.to_string();
         let client = Client::try_from(config)
             .map_err(|e| config_error(format!("{}: cannot build a client: {e}", self.origin)))?;
-        tracing::info!(backend = NAME, server, namespace, "kubernetes client ready");
+        tracing::info!(
+            backend = NAME,
+            server,
+            namespace = %scope.describe(),
+            labels = self.labels.as_deref().unwrap_or(""),
+            "kubernetes client ready"
+        );
         Ok(Connection {
             client,
-            namespace,
+            scope,
+            labels: self.labels.clone(),
             server,
         })
     }

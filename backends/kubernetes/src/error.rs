@@ -16,7 +16,8 @@ pub(crate) struct Op<'a> {
     pub verb: &'static str,
     /// Resource as RBAC names it: `configmaps`, `endpointslices.discovery.k8s.io`.
     pub resource: &'static str,
-    pub namespace: &'a str,
+    /// `None`: every namespace (a cluster-scope request).
+    pub namespace: Option<&'a str>,
     /// API server URL.
     pub server: &'a str,
 }
@@ -55,8 +56,9 @@ pub(crate) fn from_watcher(err: watcher::Error, op: Op<'_>) -> BackendError {
             backend: NAME,
             endpoint: op.server.to_string(),
             source: Box::new(Flat(format!(
-                "{} list from namespace {} carries no resourceVersion",
-                op.resource, op.namespace
+                "{} list {} carries no resourceVersion",
+                op.resource,
+                scope_text(op.namespace)
             ))),
         },
     }
@@ -103,8 +105,12 @@ fn from_status(status: &Status, op: Op<'_>) -> BackendError {
             backend: NAME,
             endpoint: op.server.to_string(),
             source: Box::new(Flat(format!(
-                "{} {} in namespace {}: {code} {}: {}",
-                op.verb, op.resource, op.namespace, status.reason, status.message
+                "{} {} {}: {code} {}: {}",
+                op.verb,
+                op.resource,
+                scope_text(op.namespace),
+                status.reason,
+                status.message
             ))),
         },
     }
@@ -115,14 +121,27 @@ fn from_status(status: &Status, op: Op<'_>) -> BackendError {
 /// message has the standard form (`... cannot watch resource ...`).
 fn forbidden_message(status: &Status, op: Op<'_>) -> String {
     let verb = between(&status.message, "cannot ", " resource").unwrap_or(op.verb);
+    let grant = match op.namespace {
+        Some(_) => "grant get, list, watch",
+        None => "grant get, list, watch in a ClusterRole, or list the namespaces with --namespace",
+    };
     let mut message = format!(
-        "forbidden: cannot {verb} {} in namespace {} (grant get, list, watch)",
-        op.resource, op.namespace
+        "forbidden: cannot {verb} {} {} ({grant})",
+        op.resource,
+        scope_text(op.namespace)
     );
     if let Some(user) = between(&status.message, "User \"", "\"") {
         message.push_str(&format!(" to User \"{user}\""));
     }
     message
+}
+
+/// `in namespace a`, or `in all namespaces (cluster scope)`.
+fn scope_text(namespace: Option<&str>) -> String {
+    match namespace {
+        Some(ns) => format!("in namespace {ns}"),
+        None => "in all namespaces (cluster scope)".into(),
+    }
 }
 
 /// The text between the first `start` and the next `end` after it.
@@ -160,7 +179,7 @@ mod tests {
         Op {
             verb: "list",
             resource: "configmaps",
-            namespace: "default",
+            namespace: Some("default"),
             server: "https://k8s.example:6443/",
         }
     }
@@ -204,6 +223,28 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "kubernetes: forbidden: cannot list configmaps in namespace default (grant get, list, watch)"
+        );
+    }
+
+    #[test]
+    fn forbidden_at_cluster_scope_says_so() {
+        let s = status(
+            403,
+            "Forbidden",
+            "secrets is forbidden: User \"u\" cannot list resource \"secrets\" in API group \"\" at the cluster scope",
+        );
+        let e = from_client(
+            kube::Error::Api(Box::new(s)),
+            Op {
+                resource: "secrets",
+                namespace: None,
+                ..op()
+            },
+        );
+        assert_eq!(
+            e.to_string(),
+            "kubernetes: forbidden: cannot list secrets in all namespaces (cluster scope) (grant \
+             get, list, watch in a ClusterRole, or list the namespaces with --namespace) to User \"u\""
         );
     }
 

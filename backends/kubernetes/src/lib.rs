@@ -8,6 +8,12 @@
 //! - `/secrets/<name>/<key>`: Secret `data`, base64-decoded; values that are not
 //!   UTF-8 are left out (and named, never shown, in a warning).
 //!
+//! With several namespaces (`--namespace a,b`) or all (`--all-namespaces`),
+//! the namespace comes first: `/configmaps/<ns>/<name>/<key>`,
+//! `/secrets/<ns>/<name>/<key>`, and Services are named `<name>.<ns>` in the
+//! catalog. `--kube-label` narrows ConfigMaps and Secrets to those matching a
+//! label selector, passed to the API server as `labelSelector`.
+//!
 //! The interest's prefixes decide what is watched: `/configmaps/app/...` opens
 //! one watch on ConfigMap `app` alone (field selector `metadata.name=app`), while
 //! `/configmaps` or `/` watches every ConfigMap of the namespace. Each object is
@@ -27,6 +33,7 @@ mod catalog;
 mod connect;
 mod error;
 mod layout;
+mod scope;
 mod warn;
 mod watch;
 
@@ -45,9 +52,18 @@ pub struct KubernetesConfig {
     /// kubeconfig file. `None`: the in-cluster config (service-account token
     /// and CA) when running in a pod, else `KUBECONFIG` or `~/.kube/config`.
     pub kubeconfig: Option<PathBuf>,
-    /// Namespace to read. `None`: the pod's own namespace in a cluster, else
-    /// the kubeconfig context's (`default` when it names none).
+    /// Namespace to read: one name, several (`a,b`: keys then carry the
+    /// namespace), or `ALL` (as `all_namespaces`). `None`: the pod's own
+    /// namespace in a cluster, else the kubeconfig context's (`default` when
+    /// it names none).
     pub namespace: Option<String>,
+    /// Read every namespace (cluster-wide lists and watches), as kubectl's
+    /// `--all-namespaces`; keys carry the namespace.
+    pub all_namespaces: bool,
+    /// Label selectors (`app=web`, `tier in (a,b)`, `!legacy`); several are
+    /// ANDed. Only ConfigMaps and Secrets that match are read, filtered by the
+    /// API server (`labelSelector`).
+    pub labels: Vec<String>,
 }
 
 /// Reads ConfigMaps, Secrets and Service endpoints from one namespace.

@@ -31,6 +31,15 @@ impl WarnOnce {
                 );
             }
         }
+        for prefix in &plan.outside {
+            if self.first(&format!("prefix {prefix}")) {
+                tracing::warn!(
+                    backend = NAME,
+                    prefix = %prefix,
+                    "prefix names a namespace that --namespace does not list; it reads nothing"
+                );
+            }
+        }
     }
 
     /// Warns that `key` holds `bytes` bytes that are not UTF-8 and is left

@@ -44,7 +44,7 @@ const ENDPOINTSLICES: &str = "endpointslices.discovery.k8s.io";
 /// Reads everything `interest` covers, once.
 pub(crate) async fn load(shared: &Shared, interest: &Interest) -> Result<Snapshot, BackendError> {
     let conn = shared.connection().await?;
-    let plan = Plan::new(interest);
+    let plan = Plan::new(interest, &conn.scope);
     shared.warned.ignored_prefixes(&plan);
     let lists = plan.targets.iter().map(|t| list_target(conn, t));
     let catalog = async {
@@ -57,14 +57,22 @@ pub(crate) async fn load(shared: &Shared, interest: &Interest) -> Result<Snapsho
     let (lists, catalog) =
         futures::future::try_join(futures::future::try_join_all(lists), catalog).await?;
     let mut keys = KeyTree::new();
+    let qualified = conn.scope.qualified;
     for (target, objects) in plan.targets.iter().zip(lists) {
         for data in &objects {
-            insert_keys(&mut keys, interest, target.kind, data, &shared.warned);
+            insert_keys(
+                &mut keys,
+                interest,
+                target.kind,
+                data,
+                qualified,
+                &shared.warned,
+            );
         }
     }
     tracing::debug!(
         backend = NAME,
-        namespace = %conn.namespace,
+        namespace = %conn.scope.describe(),
         keys = keys.len(),
         services = catalog.as_ref().map(|c| c.services().len()),
         "loaded"
@@ -84,24 +92,41 @@ pub(crate) fn stream(shared: Arc<Shared>, interest: Interest) -> UpdateStream {
     drive(Phase::Connecting { shared, interest }, backoff, label)
 }
 
-fn list_params(target: &Target) -> ListParams {
-    match target.field_selector() {
-        Some(fields) => ListParams::default().fields(&fields),
-        None => ListParams::default(),
+fn list_params(target: &Target, labels: Option<&str>) -> ListParams {
+    let mut lp = ListParams::default();
+    if let Some(fields) = target.field_selector() {
+        lp = lp.fields(&fields);
+    }
+    if let Some(labels) = labels {
+        lp = lp.labels(labels);
+    }
+    lp
+}
+
+/// A namespaced Api, or a cluster-wide one for `None`.
+fn api<K>(client: &kube::Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
     }
 }
 
 async fn list_target(conn: &Connection, target: &Target) -> Result<Vec<Data>, BackendError> {
-    let lp = list_params(target);
+    let lp = list_params(target, conn.labels.as_deref());
+    let ns = target.namespace.as_deref();
     let op = Op {
         verb: "list",
         resource: target.kind.resource(),
-        namespace: &conn.namespace,
+        namespace: ns,
         server: &conn.server,
     };
     let fail = |e| error::from_client(e, op);
     Ok(match target.kind {
-        Kind::ConfigMap => Api::<ConfigMap>::namespaced(conn.client.clone(), &conn.namespace)
+        Kind::ConfigMap => api::<ConfigMap>(&conn.client, ns)
             .list(&lp)
             .await
             .map_err(fail)?
@@ -109,7 +134,7 @@ async fn list_target(conn: &Connection, target: &Target) -> Result<Vec<Data>, Ba
             .into_iter()
             .map(Data::from_configmap)
             .collect(),
-        Kind::Secret => Api::<Secret>::namespaced(conn.client.clone(), &conn.namespace)
+        Kind::Secret => api::<Secret>(&conn.client, ns)
             .list(&lp)
             .await
             .map_err(fail)?
@@ -120,38 +145,83 @@ async fn list_target(conn: &Connection, target: &Target) -> Result<Vec<Data>, Ba
     })
 }
 
+/// The namespaces a catalog watch or list covers: each listed one, or `None`
+/// for one cluster-wide request.
+fn catalog_scopes(scope: &crate::scope::Scope) -> Vec<Option<String>> {
+    match &scope.namespaces {
+        Some(list) => list.iter().cloned().map(Some).collect(),
+        None => vec![None],
+    }
+}
+
 async fn load_catalog(conn: &Connection) -> Result<Catalog, BackendError> {
-    let op = |resource| Op {
-        verb: "list",
-        resource,
-        namespace: &conn.namespace,
-        server: &conn.server,
-    };
     let lp = ListParams::default();
-    let services = Api::<Service>::namespaced(conn.client.clone(), &conn.namespace);
-    let slices = Api::<EndpointSlice>::namespaced(conn.client.clone(), &conn.namespace);
-    let (services, slices) = futures::future::try_join(
-        async {
-            services
-                .list(&lp)
-                .await
-                .map_err(|e| error::from_client(e, op(SERVICES)))
-        },
-        async {
-            slices
-                .list(&lp)
-                .await
-                .map_err(|e| error::from_client(e, op(ENDPOINTSLICES)))
-        },
-    )
-    .await?;
-    let names: Vec<String> = services.items.iter().map(|s| s.name_any()).collect();
-    let slices: Vec<Slice> = slices
-        .items
-        .into_iter()
-        .map(Slice::from_endpoint_slice)
-        .collect();
+    let per_scope = catalog_scopes(&conn.scope).into_iter().map(|ns| {
+        let lp = &lp;
+        async move {
+            let op = |resource| Op {
+                verb: "list",
+                resource,
+                namespace: ns.as_deref(),
+                server: &conn.server,
+            };
+            let services = api::<Service>(&conn.client, ns.as_deref());
+            let slices = api::<EndpointSlice>(&conn.client, ns.as_deref());
+            futures::future::try_join(
+                async {
+                    services
+                        .list(lp)
+                        .await
+                        .map_err(|e| error::from_client(e, op(SERVICES)))
+                },
+                async {
+                    slices
+                        .list(lp)
+                        .await
+                        .map_err(|e| error::from_client(e, op(ENDPOINTSLICES)))
+                },
+            )
+            .await
+        }
+    });
+    let lists = futures::future::try_join_all(per_scope).await?;
+    let qualified = conn.scope.qualified;
+    let mut names = Vec::new();
+    let mut slices = Vec::new();
+    for (services, found) in lists {
+        names.extend(
+            services.items.iter().map(|s| {
+                service_name(&s.namespace().unwrap_or_default(), &s.name_any(), qualified)
+            }),
+        );
+        slices.extend(
+            found
+                .items
+                .into_iter()
+                .map(|s| qualify_slice(Slice::from_endpoint_slice(s), qualified)),
+        );
+    }
     Ok(catalog::build(names.iter().map(String::as_str), &slices))
+}
+
+/// A Service's catalog name: `<name>`, or `<name>.<ns>` with several
+/// namespaces (neither part may hold a dot, so it is unambiguous).
+fn service_name(namespace: &str, name: &str, qualified: bool) -> String {
+    if qualified {
+        format!("{name}.{namespace}")
+    } else {
+        name.to_string()
+    }
+}
+
+/// A slice whose Service is named as [`service_name`] names it.
+fn qualify_slice(mut slice: Slice, qualified: bool) -> Slice {
+    if qualified {
+        slice.service = slice
+            .service
+            .map(|s| service_name(&slice.namespace, &s, true));
+    }
+    slice
 }
 
 /// Adds `data`'s keys that `interest` covers; binary values are left out with a
@@ -161,9 +231,10 @@ fn insert_keys(
     interest: &Interest,
     kind: Kind,
     data: &Data,
+    qualified: bool,
     warned: &WarnOnce,
 ) {
-    for (key, value) in data.keys(kind) {
+    for (key, value) in data.keys(kind, qualified) {
         if !interest.covers(&key) {
             continue;
         }
@@ -180,17 +251,23 @@ fn insert_keys(
 #[derive(Debug, Clone, PartialEq)]
 enum Obj {
     Data(Data),
-    Service(String),
+    /// A Service's catalog name (see [`service_name`]).
+    Service {
+        namespace: String,
+        name: String,
+    },
     Slice(Slice),
 }
 
 impl Obj {
-    fn name(&self) -> &str {
-        match self {
-            Obj::Data(d) => &d.name,
-            Obj::Service(name) => name,
-            Obj::Slice(s) => &s.name,
-        }
+    /// `<ns>/<name>`: unique within a source, cluster-wide ones included.
+    fn key(&self) -> String {
+        let (ns, name) = match self {
+            Obj::Data(d) => (&d.namespace, &d.name),
+            Obj::Service { namespace, name } => (namespace, name),
+            Obj::Slice(s) => (&s.namespace, &s.name),
+        };
+        format!("{ns}/{name}")
     }
 }
 
@@ -207,7 +284,11 @@ fn map_event<K>(event: Event<K>, f: impl Fn(K) -> Obj) -> Event<Obj> {
 type Events = BoxStream<'static, Result<Event<Obj>, watcher::Error>>;
 
 /// One watcher (list, then watch; relist on 410; backoff on errors).
-fn watch_events<K>(api: Api<K>, config: watcher::Config, f: fn(K) -> Obj) -> Events
+fn watch_events<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    f: impl Fn(K) -> Obj + Send + Sync + Copy + 'static,
+) -> Events
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
@@ -221,44 +302,60 @@ where
 #[derive(Debug, Clone)]
 enum What {
     Keys(Target),
-    Services,
-    Slices,
+    /// Services of one namespace, or (`None`) of all.
+    Services(Option<String>),
+    /// EndpointSlices of one namespace, or (`None`) of all.
+    Slices(Option<String>),
 }
 
 impl What {
     fn resource(&self) -> &'static str {
         match self {
             What::Keys(t) => t.kind.resource(),
-            What::Services => SERVICES,
-            What::Slices => ENDPOINTSLICES,
+            What::Services(_) => SERVICES,
+            What::Slices(_) => ENDPOINTSLICES,
+        }
+    }
+
+    /// The namespace it reads; `None`: all of them.
+    fn namespace(&self) -> Option<&str> {
+        match self {
+            What::Keys(t) => t.namespace.as_deref(),
+            What::Services(ns) | What::Slices(ns) => ns.as_deref(),
         }
     }
 
     fn open(&self, conn: &Connection) -> Events {
-        let client = conn.client.clone();
-        let ns = conn.namespace.as_str();
+        let client = &conn.client;
+        let ns = self.namespace();
         match self {
             What::Keys(target) => {
                 let mut config = watcher::Config::default();
                 if let Some(fields) = target.field_selector() {
                     config = config.fields(&fields);
                 }
+                if let Some(labels) = &conn.labels {
+                    config = config.labels(labels);
+                }
                 match target.kind {
-                    Kind::ConfigMap => watch_events(Api::namespaced(client, ns), config, |cm| {
+                    Kind::ConfigMap => watch_events(api(client, ns), config, |cm| {
                         Obj::Data(Data::from_configmap(cm))
                     }),
-                    Kind::Secret => watch_events(Api::namespaced(client, ns), config, |s| {
-                        Obj::Data(Data::from_secret(s))
-                    }),
+                    Kind::Secret => {
+                        watch_events(api(client, ns), config, |s| Obj::Data(Data::from_secret(s)))
+                    }
                 }
             }
-            What::Services => watch_events(
-                Api::<Service>::namespaced(client, ns),
+            What::Services(_) => watch_events(
+                api::<Service>(client, ns),
                 watcher::Config::default(),
-                |s| Obj::Service(s.name_any()),
+                |s| Obj::Service {
+                    namespace: s.namespace().unwrap_or_default(),
+                    name: s.name_any(),
+                },
             ),
-            What::Slices => watch_events(
-                Api::<EndpointSlice>::namespaced(client, ns),
+            What::Slices(_) => watch_events(
+                api::<EndpointSlice>(client, ns),
                 watcher::Config::default(),
                 |s| Obj::Slice(Slice::from_endpoint_slice(s)),
             ),
@@ -300,7 +397,7 @@ impl Source {
             }
             Event::InitApply(obj) => {
                 let listing = self.listing.get_or_insert_with(BTreeMap::new);
-                listing.insert(obj.name().to_string(), obj);
+                listing.insert(obj.key(), obj);
                 false
             }
             Event::InitDone => {
@@ -309,11 +406,12 @@ impl Source {
                 true
             }
             Event::Apply(obj) => {
-                let changed = self.objects.get(obj.name()) != Some(&obj);
-                self.objects.insert(obj.name().to_string(), obj);
+                let key = obj.key();
+                let changed = self.objects.get(&key) != Some(&obj);
+                self.objects.insert(key, obj);
                 changed
             }
-            Event::Delete(obj) => self.objects.remove(obj.name()).is_some(),
+            Event::Delete(obj) => self.objects.remove(&obj.key()).is_some(),
         }
     }
 }
@@ -321,7 +419,8 @@ impl Source {
 /// The watch's memory: sources, and what was reported to the consumer.
 struct State {
     interest: Interest,
-    namespace: String,
+    /// Keys carry the namespace (several namespaces or all).
+    qualified: bool,
     server: String,
     sources: Vec<Source>,
     /// Keys and catalog as last reported; `None` before the first snapshot.
@@ -334,14 +433,14 @@ struct State {
 impl State {
     fn new(
         interest: Interest,
-        namespace: &str,
+        qualified: bool,
         server: &str,
         whats: Vec<What>,
         warned: &Arc<WarnOnce>,
     ) -> State {
         State {
             interest,
-            namespace: namespace.to_string(),
+            qualified,
             server: server.to_string(),
             sources: whats.into_iter().map(Source::new).collect(),
             reported: None,
@@ -387,7 +486,7 @@ impl State {
                 let op = Op {
                     verb: "watch",
                     resource: source.what.resource(),
-                    namespace: &self.namespace,
+                    namespace: source.what.namespace(),
                     server: &self.server,
                 };
                 Err(error::from_watcher(e, op))
@@ -431,17 +530,18 @@ impl State {
                                 &self.interest,
                                 target.kind,
                                 data,
+                                self.qualified,
                                 &self.warned,
                             );
                         }
                     }
-                    diff_region(keys, &fresh, &target.region(), &mut updates);
+                    diff_region(keys, &fresh, &target.region(self.qualified), &mut updates);
                 }
-                What::Services | What::Slices => catalog_dirty = true,
+                What::Services(_) | What::Slices(_) => catalog_dirty = true,
             }
         }
         if catalog_dirty {
-            let fresh = catalog_of(&self.sources);
+            let fresh = catalog_of(&self.sources, self.qualified);
             if fresh.is_some() && fresh != *reported_catalog {
                 *reported_catalog = fresh.clone();
                 if let Some(c) = fresh {
@@ -461,7 +561,14 @@ impl State {
             if let What::Keys(target) = &source.what {
                 for obj in source.objects.values() {
                     if let Obj::Data(data) = obj {
-                        insert_keys(&mut keys, &self.interest, target.kind, data, &self.warned);
+                        insert_keys(
+                            &mut keys,
+                            &self.interest,
+                            target.kind,
+                            data,
+                            self.qualified,
+                            &self.warned,
+                        );
                     }
                 }
             }
@@ -470,23 +577,34 @@ impl State {
     }
 
     fn catalog(&self) -> Option<Catalog> {
-        catalog_of(&self.sources)
+        catalog_of(&self.sources, self.qualified)
     }
 }
 
-/// The catalog from the Services and EndpointSlices sources, once both listed.
-fn catalog_of(sources: &[Source]) -> Option<Catalog> {
-    let services = sources.iter().find(|s| matches!(s.what, What::Services))?;
-    let slices = sources.iter().find(|s| matches!(s.what, What::Slices))?;
-    if !services.synced || !slices.synced {
+/// The catalog from the Services and EndpointSlices sources (one pair per
+/// namespace, or one cluster-wide pair), once all of them listed.
+fn catalog_of(sources: &[Source], qualified: bool) -> Option<Catalog> {
+    let catalog_sources: Vec<&Source> = sources
+        .iter()
+        .filter(|s| matches!(s.what, What::Services(_) | What::Slices(_)))
+        .collect();
+    if catalog_sources.is_empty() || catalog_sources.iter().any(|s| !s.synced) {
         return None;
     }
-    let names = services.objects.keys().map(String::as_str);
-    let slices = slices.objects.values().filter_map(|o| match o {
-        Obj::Slice(s) => Some(s),
-        _ => None,
-    });
-    Some(catalog::build(names, slices))
+    let mut names = Vec::new();
+    let mut slices = Vec::new();
+    for source in catalog_sources {
+        for obj in source.objects.values() {
+            match obj {
+                Obj::Service { namespace, name } => {
+                    names.push(service_name(namespace, name, qualified));
+                }
+                Obj::Slice(s) => slices.push(qualify_slice(s.clone(), qualified)),
+                Obj::Data(_) => {}
+            }
+        }
+    }
+    Some(catalog::build(names.iter().map(String::as_str), &slices))
 }
 
 /// Puts and deletes that turn `reported`'s keys under `region` into `fresh`'s,
@@ -623,12 +741,14 @@ impl Running {
 
 /// Opens one watch per source; `None` when the interest reads nothing.
 fn start(conn: &Connection, interest: Interest, warned: &Arc<WarnOnce>) -> Option<Box<Running>> {
-    let plan = Plan::new(&interest);
+    let plan = Plan::new(&interest, &conn.scope);
     warned.ignored_prefixes(&plan);
     let mut whats: Vec<What> = plan.targets.iter().cloned().map(What::Keys).collect();
     if plan.services {
-        whats.push(What::Services);
-        whats.push(What::Slices);
+        for ns in catalog_scopes(&conn.scope) {
+            whats.push(What::Services(ns.clone()));
+            whats.push(What::Slices(ns));
+        }
     }
     if whats.is_empty() {
         return None;
@@ -636,7 +756,7 @@ fn start(conn: &Connection, interest: Interest, warned: &Arc<WarnOnce>) -> Optio
     let events = merge(whats.iter().map(|what| what.open(conn)).collect());
     tracing::debug!(
         backend = NAME,
-        namespace = %conn.namespace,
+        namespace = %conn.scope.describe(),
         watches = whats.len(),
         "watching"
     );
@@ -644,7 +764,7 @@ fn start(conn: &Connection, interest: Interest, warned: &Arc<WarnOnce>) -> Optio
         events,
         backlog: VecDeque::new(),
         failed: None,
-        state: State::new(interest, &conn.namespace, &conn.server, whats, warned),
+        state: State::new(interest, conn.scope.qualified, &conn.server, whats, warned),
     }))
 }
 
@@ -658,6 +778,7 @@ mod tests {
 
     fn data(name: &str, pairs: &[(&str, &str)]) -> Obj {
         Obj::Data(Data {
+            namespace: "default".into(),
             name: name.into(),
             entries: pairs
                 .iter()
@@ -673,7 +794,7 @@ mod tests {
             prefixes: prefixes.iter().map(|s| s.to_string()).collect(),
             services: false,
         };
-        let whats: Vec<What> = Plan::new(&interest)
+        let whats: Vec<What> = Plan::new(&interest, &crate::scope::Scope::one("default"))
             .targets
             .into_iter()
             .map(What::Keys)
@@ -691,7 +812,7 @@ mod tests {
             failed: None,
             state: State::new(
                 interest,
-                "default",
+                false,
                 "http://127.0.0.1:1/",
                 whats,
                 &Arc::default(),

@@ -18,6 +18,7 @@ fn backend(cluster: &Cluster) -> KubernetesBackend {
     KubernetesBackend::new(KubernetesConfig {
         kubeconfig: Some(cluster.kubeconfig().to_path_buf()),
         namespace: Some(cluster.namespace().to_string()),
+        ..KubernetesConfig::default()
     })
     .expect("backend")
 }
@@ -385,6 +386,7 @@ async fn wrong_token_is_unauthorized() {
     let b = KubernetesBackend::new(KubernetesConfig {
         kubeconfig: Some(path),
         namespace: None,
+        ..KubernetesConfig::default()
     })
     .expect("backend");
     let err = b.load(&interest(&["/"], false)).await.expect_err("401");
@@ -434,6 +436,7 @@ fn missing_kubeconfig_is_a_config_error() {
     let err = KubernetesBackend::new(KubernetesConfig {
         kubeconfig: Some("/nonexistent/kubeconfig".into()),
         namespace: None,
+        ..KubernetesConfig::default()
     })
     .err()
     .expect("an error");

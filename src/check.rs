@@ -125,7 +125,9 @@ pub(crate) fn render(settings: Settings, wanted: &str, data: &[PathBuf]) -> anyh
             .resources()
             .nth(i)
             .map(|r| short_name(&confd, &r.file));
-        anyhow::anyhow!("{}: {}", file.unwrap_or_default(), indent(&message))
+        // Tera's reports start with "error: ", which sidekick's line says.
+        let message = message.strip_prefix("error: ").unwrap_or(&message);
+        anyhow::anyhow!("{}: {message}", file.unwrap_or_default())
     })?;
     let mut out = std::io::stdout().lock();
     out.write_all(text.as_bytes())
@@ -173,8 +175,9 @@ enum Found {
 }
 
 /// The resource `wanted` names: a path to its file, its path under conf.d, or
-/// its file name, each with or without `.toml`. An unknown or ambiguous name
-/// is an error listing the candidates.
+/// (when no path matches) its file name in a subdirectory, each with or
+/// without `.toml`. An unknown or ambiguous name is an error listing the
+/// candidates.
 fn find(engine: &Engine, confd: &Path, wanted: &str) -> anyhow::Result<Found> {
     let mut candidates: Vec<(&Path, Found)> = engine
         .resources()
@@ -190,22 +193,33 @@ fn find(engine: &Engine, confd: &Path, wanted: &str) -> anyhow::Result<Found> {
     candidates.sort_by(|a, b| a.0.cmp(b.0));
     let by_path = Path::new(wanted).canonicalize().ok();
     let names = [wanted.to_string(), format!("{wanted}.toml")];
-    let matches = |file: &Path| {
-        by_path.as_deref() == Some(file)
+    // 0: the file's own path; 1: its file name only.
+    let rank = |file: &Path| {
+        let is_path = by_path.as_deref() == Some(file)
             || names.iter().any(|n| {
                 file.strip_prefix(confd)
                     .is_ok_and(|rel| rel == Path::new(n))
-                    || file.file_name().is_some_and(|f| f == n.as_str())
-            })
-    };
-    let mut hits: Vec<(&Path, Found)> = Vec::new();
-    let mut known = Vec::new();
-    for (file, found) in candidates {
-        known.push(short_name(confd, file));
-        if matches(file) {
-            hits.push((file, found));
+            });
+        let is_name = names
+            .iter()
+            .any(|n| file.file_name().is_some_and(|f| f == n.as_str()));
+        if is_path {
+            Some(0)
+        } else if is_name {
+            Some(1)
+        } else {
+            None
         }
-    }
+    };
+    let known: Vec<String> = candidates
+        .iter()
+        .map(|(f, _)| short_name(confd, f))
+        .collect();
+    let best = candidates.iter().filter_map(|(f, _)| rank(f)).min();
+    let mut hits: Vec<(&Path, Found)> = candidates
+        .into_iter()
+        .filter(|(f, _)| best.is_some() && rank(f) == best)
+        .collect();
     match hits.len() {
         1 => Ok(hits.remove(0).1),
         0 if known.is_empty() => anyhow::bail!(

@@ -132,7 +132,7 @@ pub(crate) enum Command {
     /// --onetime loads). Stdout gets exactly the bytes a run would write; an
     /// error goes to stderr, with file and line, and the exit is non-zero.
     Render {
-        /// The resource: its conf.d file name (with or without .toml) or its path
+        /// The resource: its file under conf.d (with or without .toml) or its path
         #[arg(value_name = "RESOURCE")]
         resource: String,
         /// Data file to render with (YAML, JSON or TOML, or a directory of them)

@@ -272,3 +272,35 @@ fn man_pages_are_roff_with_the_flags() {
         .assert_failure()
         .assert_stderr_has(&["check, render"]);
 }
+
+#[test]
+fn render_finds_a_resource_by_its_path_under_conf_d_then_by_file_name() {
+    let dir = good_dir();
+    dir.template("sub.tmpl", "in sub\n");
+    for sub in ["a", "b"] {
+        dir.write(
+            format!("conf.d/{sub}/x.toml"),
+            &format!("[template]\nsrc = \"sub.tmpl\"\ndest = \"@OUT@/{sub}.conf\"\nkeys = []\n"),
+        );
+    }
+    dir.write(
+        "conf.d/a/tera.toml",
+        "[template]\nsrc = \"sub.tmpl\"\ndest = \"@OUT@/a-tera.conf\"\nkeys = []\n",
+    );
+    let data = data(&dir);
+    // A file name in two subdirectories is ambiguous.
+    let out = render(&dir, &["x", "--data", &data]);
+    out.assert_failure()
+        .assert_stderr_has(&["more than one resource", "a/x.toml, b/x.toml"]);
+    let out = render(&dir, &["b/x", "--data", &data]);
+    out.assert_success();
+    assert_eq!(out.stdout, "in sub\n", "{out}");
+    // conf.d/tera.toml is the path `tera` names; a/tera.toml only shares its name.
+    let out = render(&dir, &["tera", "--data", &data]);
+    out.assert_success();
+    assert_eq!(out.stdout, "t value\na,b,", "{out}");
+    let path = dir.path("conf.d/a/tera.toml").display().to_string();
+    let out = render(&dir, &[&path, "--data", &data]);
+    out.assert_success();
+    assert_eq!(out.stdout, "in sub\n", "{out}");
+}

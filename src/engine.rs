@@ -251,16 +251,7 @@ impl Engine {
 
     /// The keys and catalog the loaded resources need.
     pub fn interest(&self) -> Interest {
-        let visible: Vec<&str> = self
-            .slots
-            .iter()
-            .flat_map(|s| s.resource.visible.iter().map(String::as_str))
-            .collect();
-        Interest {
-            prefixes: sidekick_backend::minimal_prefixes(&visible),
-            services: self.backend.has_catalog()
-                && self.slots.iter().any(|s| s.resource.uses_catalog),
-        }
+        self.interest_of(&self.all())
     }
 
     /// Replaces all data with a snapshot; returns what changed.
@@ -478,28 +469,7 @@ impl Engine {
     /// Every message it returns has `redact`'s secret values masked.
     fn render_and_swap(&self, i: usize, redact: &Redactor) -> Result<Outcome, Failure> {
         let resource = &self.slots[i].resource;
-        let view = Arc::new(View {
-            keys: Arc::clone(&self.tree),
-            prefix: resource.prefix.clone(),
-            visible: resource.visible.clone(),
-            catalog: self.catalog.clone(),
-            backend: self.backend.name(),
-            limits: Limits {
-                max_bytes: Some(resource.max_output),
-                timeout: Some(resource.render_timeout),
-            },
-        });
-        let content = resource.renderer.render(view).map_err(|e| {
-            let mut message = redact.apply(&e.to_string());
-            if matches!(e, RenderError::Limit { .. }) {
-                message = format!("{message}; {} not written", resource.dest.display());
-            }
-            Failure {
-                message,
-                reason: "render",
-                retry: false,
-            }
-        })?;
+        let content = self.render_content(i, redact)?;
         // A diff of secret values shows only a size.
         let backend = &self.backend;
         let secret = self.opts.diff
@@ -570,5 +540,74 @@ impl Engine {
                     .collect()
             }
         }
+    }
+
+    /// Renders resource `i` to memory: the render step of every pass, with its
+    /// limits (`max_output`, `render_timeout`). The error has `redact`'s secret
+    /// values masked.
+    fn render_content(&self, i: usize, redact: &Redactor) -> Result<String, Failure> {
+        let resource = &self.slots[i].resource;
+        let view = Arc::new(View {
+            keys: Arc::clone(&self.tree),
+            prefix: resource.prefix.clone(),
+            visible: resource.visible.clone(),
+            catalog: self.catalog.clone(),
+            backend: self.backend.name(),
+            limits: Limits {
+                max_bytes: Some(resource.max_output),
+                timeout: Some(resource.render_timeout),
+            },
+        });
+        resource.renderer.render(view).map_err(|e| {
+            let mut message = redact.apply(&e.to_string());
+            if matches!(e, RenderError::Limit { .. }) {
+                message = format!("{message}; {} not written", resource.dest.display());
+            }
+            Failure {
+                message,
+                reason: "render",
+                retry: false,
+            }
+        })
+    }
+
+    // What `sidekick check` and `sidekick render` (src/check.rs) use: the
+    // engine's loading and its render step, without the pipeline.
+
+    /// The loaded resources; resource `i` is the `i`th.
+    pub fn resources(&self) -> impl Iterator<Item = &Resource> {
+        self.slots.iter().map(|s| &s.resource)
+    }
+
+    /// The conf.d files that did not load, each with why.
+    pub fn broken(&self) -> &[ResourceError] {
+        &self.broken
+    }
+
+    /// The keys and catalog resources `which` need.
+    pub fn interest_of(&self, which: &[usize]) -> Interest {
+        let slots = || which.iter().map(|&i| &self.slots[i]);
+        let visible: Vec<&str> = slots()
+            .flat_map(|s| s.resource.visible.iter().map(String::as_str))
+            .collect();
+        Interest {
+            prefixes: sidekick_backend::minimal_prefixes(&visible),
+            services: self.backend.has_catalog() && slots().any(|s| s.resource.uses_catalog),
+        }
+    }
+
+    /// Renders resource `i` from the data held now and checks its
+    /// `output_format`, as a pass does before staging, and returns the text
+    /// instead of writing it. The error names the template's file and line,
+    /// with secret values masked.
+    pub fn render_to_memory(&self, i: usize) -> Result<String, String> {
+        let resource = &self.slots[i].resource;
+        let redact = Redactor::for_keys(&*self.backend, &self.tree, &resource.visible);
+        let content = self.render_content(i, &redact).map_err(|f| f.message)?;
+        if let Some(format) = resource.output_format {
+            pipeline::validate_format(format, &content)
+                .map_err(|e| redact.apply(&e.to_string()))?;
+        }
+        Ok(content)
     }
 }

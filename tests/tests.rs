@@ -31,4 +31,5 @@ mod pipeline;
 #[cfg(feature = "rancher")]
 mod rancher;
 mod settings;
+mod tools;
 mod watch;

@@ -31,3 +31,5 @@ mod pipeline;
 mod rancher;
 mod settings;
 mod watch;
+#[cfg(feature = "zookeeper")]
+mod zookeeper;

@@ -31,7 +31,12 @@ use crate::config::{Settings, SettingsFile};
 pub(crate) struct BackendOptions {
     #[command(flatten, next_help_heading = "File backend options")]
     pub file: FileOptions,
-    #[cfg(any(feature = "etcd", feature = "consul", feature = "rancher", feature = "zookeeper"))]
+    #[cfg(any(
+        feature = "etcd",
+        feature = "consul",
+        feature = "rancher",
+        feature = "zookeeper"
+    ))]
     #[command(flatten, next_help_heading = "Connection options")]
     pub connection: ConnectionOptions,
     #[cfg(any(feature = "etcd", feature = "consul"))]
@@ -56,7 +61,12 @@ impl BackendOptions {
     pub fn read(file: &mut SettingsFile) -> BackendOptions {
         BackendOptions {
             file: file.read(),
-            #[cfg(any(feature = "etcd", feature = "consul", feature = "rancher", feature = "zookeeper"))]
+            #[cfg(any(
+                feature = "etcd",
+                feature = "consul",
+                feature = "rancher",
+                feature = "zookeeper"
+            ))]
             connection: file.read(),
             #[cfg(any(feature = "etcd", feature = "consul"))]
             tls: file.read(),
@@ -92,7 +102,12 @@ pub(crate) struct FileOptions {
 }
 
 /// Where a network backend is (etcd, Consul, Rancher).
-#[cfg(any(feature = "etcd", feature = "consul", feature = "rancher", feature = "zookeeper"))]
+#[cfg(any(
+    feature = "etcd",
+    feature = "consul",
+    feature = "rancher",
+    feature = "zookeeper"
+))]
 #[derive(Clone, Default, Args, Deserialize)]
 #[serde(default)]
 pub(crate) struct ConnectionOptions {
@@ -120,7 +135,12 @@ pub(crate) struct ConnectionOptions {
     pub scheme: Option<String>,
 }
 
-#[cfg(any(feature = "etcd", feature = "consul", feature = "rancher", feature = "zookeeper"))]
+#[cfg(any(
+    feature = "etcd",
+    feature = "consul",
+    feature = "rancher",
+    feature = "zookeeper"
+))]
 impl ConnectionOptions {
     /// `--node`, or when none is given and `--srv-record`/`--srv-domain` is,
     /// the targets of that SRV record as `SCHEME://TARGET:PORT` (confd's
@@ -348,7 +368,15 @@ fn settings_error(backend: &str, e: sidekick_backend::BackendError) -> BuildErro
     }
 }
 
-#[cfg(all(test, any(feature = "etcd", feature = "consul", feature = "rancher", feature = "zookeeper")))]
+#[cfg(all(
+    test,
+    any(
+        feature = "etcd",
+        feature = "consul",
+        feature = "rancher",
+        feature = "zookeeper"
+    )
+))]
 mod tests {
     use super::*;
 

@@ -40,7 +40,9 @@ fn version(path: &Path) -> (u64, i64, i64) {
 
 #[test]
 fn onetime_then_watch_rerenders_only_the_resource_whose_znodes_changed() {
-    let Some(mut zk) = ZooKeeper::start() else { return };
+    let Some(mut zk) = ZooKeeper::start() else {
+        return;
+    };
     zk.put("/app/db/host", "db1");
     zk.put("/app/web/upstreams/a", "10.0.0.1:80");
     zk.put("/other/x", "ignored");
@@ -101,7 +103,9 @@ fn onetime_then_watch_rerenders_only_the_resource_whose_znodes_changed() {
 
 #[test]
 fn a_zookeeper_restart_mid_watch_ends_with_the_right_files() {
-    let Some(mut zk) = ZooKeeper::start() else { return };
+    let Some(mut zk) = ZooKeeper::start() else {
+        return;
+    };
     zk.put("/app/db/host", "db1");
     zk.put("/app/web/upstreams/a", "10.0.0.1:80");
     let dir = two_resources();
@@ -133,7 +137,10 @@ fn a_zookeeper_restart_mid_watch_ends_with_the_right_files() {
         1,
         "the outage is logged once, not per retry:\n{log}"
     );
-    assert!(log.contains(&zk.address()), "logs name the endpoint:\n{log}");
+    assert!(
+        log.contains(&zk.address()),
+        "logs name the endpoint:\n{log}"
+    );
     p.stop();
 }
 
@@ -225,7 +232,9 @@ fn broker_json(host: &str, port: u16) -> String {
 
 #[test]
 fn the_zookeeper_and_kafka_examples_render_from_zookeeper_as_from_their_data_files() {
-    let Some(mut zk) = ZooKeeper::start() else { return };
+    let Some(mut zk) = ZooKeeper::start() else {
+        return;
+    };
     for name in ["zookeeper", "kafka"] {
         let data = harness::repo_root().join(format!("examples/{name}/data.yaml"));
         let from_file = Dir::new();
@@ -246,9 +255,18 @@ fn the_zookeeper_and_kafka_examples_render_from_zookeeper_as_from_their_data_fil
         use_example(&from_zk, name);
         from_zk
             .command()
-            .args(["--backend", "zookeeper", "--node", &zk.address(), "--onetime"])
+            .args([
+                "--backend",
+                "zookeeper",
+                "--node",
+                &zk.address(),
+                "--onetime",
+            ])
             .run();
-        let outs: Vec<_> = fs::read_dir(from_file.out_dir()).unwrap().flatten().collect();
+        let outs: Vec<_> = fs::read_dir(from_file.out_dir())
+            .unwrap()
+            .flatten()
+            .collect();
         assert!(!outs.is_empty(), "{name} rendered nothing");
         for entry in outs {
             let file = entry.file_name();
@@ -263,10 +281,18 @@ fn the_zookeeper_and_kafka_examples_render_from_zookeeper_as_from_their_data_fil
 
 #[test]
 fn kafka_brokers_registered_in_zookeeper_render_and_follow_their_sessions() {
-    let Some(mut zk) = ZooKeeper::start() else { return };
+    let Some(mut zk) = ZooKeeper::start() else {
+        return;
+    };
     // What a Kafka cluster leaves in ZooKeeper besides the brokers.
-    zk.put("/cluster/id", r#"{"version":"1","id":"sV1Iu4YRQGK2IvZ8bq0gVg"}"#);
-    zk.put("/brokers/topics/orders", r#"{"partitions":{"0":[1,2]},"version":3}"#);
+    zk.put(
+        "/cluster/id",
+        r#"{"version":"1","id":"sV1Iu4YRQGK2IvZ8bq0gVg"}"#,
+    );
+    zk.put(
+        "/brokers/topics/orders",
+        r#"{"partitions":{"0":[1,2]},"version":3}"#,
+    );
     zk.put("/brokers/seqid", "");
     zk.put("/brokers/ids", "");
     // Each broker registers from its own session, as an ephemeral znode.
@@ -305,7 +331,9 @@ fn kafka_brokers_registered_in_zookeeper_render_and_follow_their_sessions() {
     let server = dir.read("out/server.properties");
     assert!(
         server.contains("broker.id=1\n")
-            && server.contains("zookeeper.connect=10.42.0.11:2181,10.42.0.12:2181,10.42.0.13:2181/kafka\n"),
+            && server.contains(
+                "zookeeper.connect=10.42.0.11:2181,10.42.0.12:2181,10.42.0.13:2181/kafka\n"
+            ),
         "{server}"
     );
     let server_version = version(&dir.out("server.properties"));

@@ -168,8 +168,8 @@ impl ZooKeeper {
 
     /// The last lines ZooKeeper logged, for failure messages.
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(self.dir.path().join("zookeeper.log"))
-            .unwrap_or_default();
+        let text =
+            std::fs::read_to_string(self.dir.path().join("zookeeper.log")).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(20)..].join("\n")
     }
@@ -384,7 +384,10 @@ async fn serve(client: &zk::Client, request: Request) -> Reply {
             let open = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
             if let Some((parent, _)) = path.rsplit_once('/') {
                 if !parent.is_empty() {
-                    client.mkdir(parent, &open).await.map_err(|e| format!("mkdir {parent}: {e}"))?;
+                    client
+                        .mkdir(parent, &open)
+                        .await
+                        .map_err(|e| format!("mkdir {parent}: {e}"))?;
                 }
             }
             let acls = match creator_only {

@@ -45,7 +45,10 @@ pub(crate) async fn connect(config: &Resolved) -> Result<zk::Client, BackendErro
 /// timed-out server as "no available hosts"; a plain TCP connect to each says
 /// which (connection refused, no route...).
 async fn connect_error(config: &Resolved, error: zk::Error) -> BackendError {
-    if !matches!(error, zk::Error::NoHosts | zk::Error::Timeout | zk::Error::ConnectionLoss) {
+    if !matches!(
+        error,
+        zk::Error::NoHosts | zk::Error::Timeout | zk::Error::ConnectionLoss
+    ) {
         return client_error(config, error, "/");
     }
     let mut reasons = Vec::new();
@@ -100,9 +103,10 @@ pub(crate) fn child(path: &str, name: &str) -> String {
     }
 }
 
-/// Reads every znode at and below `root` into `mirror`, a level at a time
-/// with all of a level's requests in flight at once (the client pipelines
-/// them on its one connection). A missing `root` reads nothing; a znode
+/// Reads every znode at and below `root` into `mirror`, a level at a time:
+/// the data of every znode of the level (all requests in flight at once: the
+/// client pipelines them on its one connection), then the children of those
+/// whose stat says they have some. A missing `root` reads nothing; a znode
 /// deleted while it is read is skipped (its delete event follows).
 pub(crate) async fn read_tree(
     config: &Resolved,
@@ -113,32 +117,33 @@ pub(crate) async fn read_tree(
     let skip_system = root == "/";
     let mut level = vec![root.to_string()];
     while !level.is_empty() {
-        let reads = level.iter().map(|path| {
-            let data = client.get_data(path);
-            let children = client.list_children(path);
-            async move { (data.await, children.await) }
-        });
-        let answers = join_all(reads).await;
-        let mut next = Vec::new();
-        for (path, (data, children)) in level.into_iter().zip(answers) {
-            let data = match data {
-                Ok((data, _stat)) => data,
+        let answers = join_all(level.iter().map(|path| client.get_data(path))).await;
+        let mut parents = Vec::new();
+        for (path, answer) in level.into_iter().zip(answers) {
+            let (data, stat) = match answer {
+                Ok(read) => read,
                 Err(zk::Error::NoNode) => continue,
                 Err(e) => return Err(client_error(config, e, &path)),
             };
-            let children = match children {
+            mirror.insert(path.clone(), text(&path, data));
+            if stat.num_children > 0 {
+                parents.push(path);
+            }
+        }
+        let answers = join_all(parents.iter().map(|path| client.list_children(path))).await;
+        let mut next = Vec::new();
+        for (path, answer) in parents.iter().zip(answers) {
+            let children = match answer {
                 Ok(children) => children,
                 Err(zk::Error::NoNode) => continue,
-                Err(e) => return Err(client_error(config, e, &path)),
+                Err(e) => return Err(client_error(config, e, path)),
             };
             for name in children {
-                let below = child(&path, &name);
+                let below = child(path, &name);
                 if !(skip_system && below == SYSTEM) {
                     next.push(below);
                 }
             }
-            let value = text(&path, data);
-            mirror.insert(path, value);
         }
         level = next;
     }

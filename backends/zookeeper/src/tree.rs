@@ -223,20 +223,38 @@ mod tests {
     #[test]
     fn a_first_child_turns_a_leaf_into_a_directory_and_back() {
         let mut m = mirror(&[("/app", ""), ("/app/db", "old")]);
-        assert_eq!(m.set("/app/db/host", Some("h".into())), [del("/app/db"), put("/app/db/host", "h")]);
+        assert_eq!(
+            m.set("/app/db/host", Some("h".into())),
+            [del("/app/db"), put("/app/db/host", "h")]
+        );
         assert_eq!(m.set("/app/db/host", Some("h".into())), []);
-        assert_eq!(m.set("/app/db/host", Some("h2".into())), [put("/app/db/host", "h2")]);
+        assert_eq!(
+            m.set("/app/db/host", Some("h2".into())),
+            [put("/app/db/host", "h2")]
+        );
         // Directory data changes are not keys.
         assert_eq!(m.set("/app/db", Some("new".into())), []);
-        assert_eq!(m.remove("/app/db/host"), [del("/app/db/host"), put("/app/db", "new")]);
+        assert_eq!(
+            m.remove("/app/db/host"),
+            [del("/app/db/host"), put("/app/db", "new")]
+        );
         assert_eq!(m.remove("/app/db/host"), []);
         assert_eq!(m.remove("/app/db"), [del("/app/db"), put("/app", "")]);
     }
 
     #[test]
     fn removing_a_subtree_deletes_its_keys_and_binary_data_has_none() {
-        let mut m = mirror(&[("/a", ""), ("/a/b", ""), ("/a/b/c", "1"), ("/a/b/d", "2"), ("/ab", "x")]);
-        assert_eq!(m.remove("/a/b"), [del("/a/b/d"), del("/a/b/c"), put("/a", "")]);
+        let mut m = mirror(&[
+            ("/a", ""),
+            ("/a/b", ""),
+            ("/a/b/c", "1"),
+            ("/a/b/d", "2"),
+            ("/ab", "x"),
+        ]);
+        assert_eq!(
+            m.remove("/a/b"),
+            [del("/a/b/d"), del("/a/b/c"), put("/a", "")]
+        );
         assert_eq!(m.keys().get("/ab"), Some("x"));
         assert_eq!(text("/k", vec![0xff, 0xfe]), None);
         assert_eq!(m.set("/a/bin", None), [del("/a")]);

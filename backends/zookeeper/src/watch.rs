@@ -25,9 +25,7 @@ use std::sync::Arc;
 
 use futures::future::select_all;
 use futures::FutureExt;
-use sidekick_backend::{
-    is_under, BackendError, Interest, Machine, Names, Snapshot, Step, Update,
-};
+use sidekick_backend::{is_under, BackendError, Interest, Machine, Names, Snapshot, Step, Update};
 use zookeeper_client as zk;
 
 use crate::client::{self, unavailable, SYSTEM};
@@ -70,12 +68,15 @@ impl Watch {
     /// Whether an event at `path` concerns the interest (ZooKeeper's own
     /// `/zookeeper` znodes only when a prefix names them).
     fn covers(&self, path: &str) -> bool {
-        self.prefixes.iter().any(|p| {
-            is_under(path, p) && (p != "/" || !(path == SYSTEM || is_under(path, SYSTEM)))
-        })
+        self.prefixes
+            .iter()
+            .any(|p| is_under(path, p) && (p != "/" || !(path == SYSTEM || is_under(path, SYSTEM))))
     }
 
-    async fn load(&self, client: &zk::Client) -> Result<(Vec<zk::PersistentWatcher>, Mirror), BackendError> {
+    async fn load(
+        &self,
+        client: &zk::Client,
+    ) -> Result<(Vec<zk::PersistentWatcher>, Mirror), BackendError> {
         let mut watchers = Vec::with_capacity(self.prefixes.len());
         for prefix in &self.prefixes {
             let watcher = client

@@ -75,7 +75,9 @@ async fn until(stream: &mut UpdateStream, keys: &mut KeyTree, want: &[(&str, &st
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     while pairs(keys) != want {
-        let Ok(batch) = next(stream).await else { continue };
+        let Ok(batch) = next(stream).await else {
+            continue;
+        };
         for update in batch {
             match update {
                 Update::Snapshot(s) => *keys = s.keys,
@@ -93,7 +95,9 @@ async fn until(stream: &mut UpdateStream, keys: &mut KeyTree, want: &[(&str, &st
 
 #[tokio::test]
 async fn load_maps_leaf_znodes_to_keys_as_confd_does() {
-    let Some(mut zk) = ZooKeeper::start() else { return };
+    let Some(mut zk) = ZooKeeper::start() else {
+        return;
+    };
     zk.put("/app/db/host", "db1");
     zk.put("/app/db/port", "5432");
     // Data on a znode that has children is in no key (confd reads leaves only).
@@ -125,7 +129,9 @@ async fn load_maps_leaf_znodes_to_keys_as_confd_does() {
 
 #[tokio::test]
 async fn watch_snapshots_then_follows_creates_changes_and_deletes() {
-    let Some(mut zk) = ZooKeeper::start() else { return };
+    let Some(mut zk) = ZooKeeper::start() else {
+        return;
+    };
     zk.put("/app/db/host", "db1");
     zk.put("/outside/x", "1");
     let backend = backend_at(&zk.address(), None);
@@ -138,7 +144,10 @@ async fn watch_snapshots_then_follows_creates_changes_and_deletes() {
     assert_eq!(pairs(&snap.keys), [("/app/db/host".into(), "db1".into())]);
 
     zk.put("/app/db/host", "db2");
-    assert_eq!(next(&mut stream).await.unwrap(), [put("/app/db/host", "db2")]);
+    assert_eq!(
+        next(&mut stream).await.unwrap(),
+        [put("/app/db/host", "db2")]
+    );
     // A prefix that did not exist when the watch started.
     zk.put("/web/a", "10.0.0.1");
     let mut batches = Vec::new();
@@ -170,7 +179,9 @@ async fn watch_snapshots_then_follows_creates_changes_and_deletes() {
 
 #[tokio::test]
 async fn a_restart_mid_watch_reports_once_and_reads_everything_again() {
-    let Some(mut zk) = ZooKeeper::start() else { return };
+    let Some(mut zk) = ZooKeeper::start() else {
+        return;
+    };
     zk.put("/app/a", "1");
     zk.put("/app/b", "1");
     let backend = backend_at(&zk.address(), None);
@@ -206,8 +217,14 @@ async fn digest_credentials_and_acls() {
             .unwrap_err();
         let text = err.to_string();
         assert!(matches!(err, BackendError::Denied { .. }), "{text}");
-        assert!(text.contains("NOAUTH") && text.contains("/secure/db/password"), "{text}");
-        assert!(!text.contains("s3cret") && !text.contains("hunter2"), "{text}");
+        assert!(
+            text.contains("NOAUTH") && text.contains("/secure/db/password"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("s3cret") && !text.contains("hunter2"),
+            "{text}"
+        );
         if let Some((name, _)) = user {
             assert!(text.contains(&format!("digest user {name}")), "{text}");
         }

@@ -104,7 +104,7 @@ impl ZooKeeper {
             format!(
                 "tickTime=500\ndataDir={}\nclientPort={}\nclientPortAddress=127.0.0.1\n\
                  maxSessionTimeout={}\nadmin.enableServer=false\n\
-                 4lw.commands.whitelist=ruok,srvr\n",
+                 4lw.commands.whitelist=ruok,srvr,mntr\n",
                 self.dir.path().join("data").display(),
                 self.port,
                 MAX_SESSION_TIMEOUT.as_millis(),
@@ -200,6 +200,40 @@ impl ZooKeeper {
                 Err(e) => panic!("restart: {e}"),
             }
         }
+    }
+
+    /// Freezes the server (SIGSTOP): it keeps its sockets but answers
+    /// nothing, as a hung or partitioned server would.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Thaws a [`ZooKeeper::pause`]d server (SIGCONT). The writer's own
+    /// session may have expired meanwhile: the next write opens a new one.
+    pub fn resume(&mut self) {
+        self.signal("-CONT");
+        self.session = None;
+    }
+
+    fn signal(&self, which: &str) {
+        let pid = self.child.as_ref().expect("ZooKeeper runs").id();
+        let status = Command::new("kill")
+            .arg(which)
+            .arg(pid.to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {which} {pid}");
+    }
+
+    /// The number of client connections the server has open (`mntr`'s
+    /// `zk_num_alive_connections`), the testkit's own session included.
+    pub fn connections(&self) -> usize {
+        let answer = four_letter(self.port, "mntr").expect("mntr");
+        answer
+            .lines()
+            .find_map(|l| l.strip_prefix("zk_num_alive_connections"))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no zk_num_alive_connections in:\n{answer}"))
     }
 
     /// A new session of its own (for credentials, or ephemeral znodes that

@@ -139,9 +139,11 @@ impl Resolved {
 fn check_node(node: &str) -> Result<String, BackendError> {
     let rest = match node.split_once("://") {
         Some(("zk" | "tcp" | "zookeeper", rest)) => rest,
-        Some((scheme, _)) => return Err(config_error(format!(
+        Some((scheme, _)) => {
+            return Err(config_error(format!(
             "--node {node}: unsupported scheme {scheme:?} (write host:port; TLS is not supported)"
-        ))),
+        )))
+        }
         None => node,
     };
     let rest = rest.strip_suffix('/').unwrap_or(rest);

@@ -244,7 +244,7 @@ async fn digest_credentials_and_acls() {
 }
 
 #[tokio::test]
-async fn a_server_that_is_down_fails_naming_it() {
+async fn a_server_that_is_down_fails_naming_it_and_another_node_serves() {
     let node = format!("127.0.0.1:{}", free_port());
     let err = backend_at(&node, None)
         .load(&interest(&["/app"]))
@@ -253,4 +253,65 @@ async fn a_server_that_is_down_fails_naming_it() {
     let text = err.to_string();
     assert!(err.is_transient(), "{text}");
     assert!(text.contains(&node) && text.contains("refused"), "{text}");
+
+    // Two nodes of which one is down: the other answers.
+    let Some(mut zk) = ZooKeeper::start() else {
+        return;
+    };
+    zk.put("/app/x", "1");
+    let backend = ZookeeperBackend::with_timing(
+        ZookeeperConfig {
+            nodes: vec![node, zk.address()],
+            ..Default::default()
+        },
+        timing(),
+    )
+    .unwrap();
+    let snap = backend.load(&interest(&["/app"])).await.unwrap();
+    assert_eq!(snap.keys.get("/app/x"), Some("1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_server_ends_the_session_and_a_new_one_reads_everything() {
+    let Some(mut zk) = ZooKeeper::start() else {
+        return;
+    };
+    zk.put("/app/a", "1");
+    let backend = backend_at(&zk.address(), None);
+    let mut stream = backend.watch(&interest(&["/app"])).unwrap();
+    let mut keys = KeyTree::new();
+    until(&mut stream, &mut keys, &[("/app/a", "1")]).await;
+
+    // Frozen for longer than the session timeout: the client gives the
+    // connection up, and the server expires the session when it thaws.
+    zk.pause();
+    let err = next(&mut stream).await.unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    tokio::time::sleep(timing().session_timeout).await;
+    zk.resume();
+    zk.put("/app/a", "2");
+    zk.put("/app/b", "3");
+    until(&mut stream, &mut keys, &[("/app/a", "2"), ("/app/b", "3")]).await;
+    zk.put("/app/b", "4");
+    until(&mut stream, &mut keys, &[("/app/a", "2"), ("/app/b", "4")]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_stream_closes_the_session() {
+    let Some(mut zk) = ZooKeeper::start() else {
+        return;
+    };
+    zk.put("/app/a", "1");
+    let before = zk.connections();
+    let backend = backend_at(&zk.address(), None);
+    let mut stream = backend.watch(&interest(&["/app"])).unwrap();
+    next(&mut stream).await.unwrap();
+    assert_eq!(zk.connections(), before + 1);
+    drop(stream);
+    let closed = sidekick_testkit::wait::until(WAIT, || zk.connections() == before);
+    assert!(closed, "{} connections left", zk.connections());
+    // A --onetime load leaves none open either.
+    backend.load(&interest(&["/app"])).await.unwrap();
+    let closed = sidekick_testkit::wait::until(WAIT, || zk.connections() == before);
+    assert!(closed, "{} connections left after a load", zk.connections());
 }

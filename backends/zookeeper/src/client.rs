@@ -54,10 +54,15 @@ async fn connect_error(config: &Resolved, error: zk::Error) -> BackendError {
     let mut reasons = Vec::new();
     for node in &config.nodes {
         let probe = tokio::net::TcpStream::connect(node.as_str());
-        match tokio::time::timeout(config.timing.connect_timeout, probe).await {
-            Ok(Ok(_)) => reasons.push(format!("{node}: no ZooKeeper session ({error})")),
-            Ok(Err(e)) => reasons.push(format!("{node}: {e}")),
-            Err(_) => reasons.push(format!("{node}: connect timed out")),
+        let reason = match tokio::time::timeout(config.timing.connect_timeout, probe).await {
+            Ok(Ok(_)) => format!("no ZooKeeper session ({error})"),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "connect timed out".to_string(),
+        };
+        // The error names the servers already; with several, say which is which.
+        match config.nodes.len() {
+            1 => reasons.push(reason),
+            _ => reasons.push(format!("{node}: {reason}")),
         }
     }
     unavailable(&config.label, reasons.join("; "))

@@ -20,6 +20,8 @@ use sidekick_backend_file::FileBackend;
 use sidekick_backend_kubernetes::{KubernetesBackend, KubernetesConfig};
 #[cfg(feature = "rancher")]
 use sidekick_backend_rancher::{RancherBackend, RancherConfig};
+#[cfg(feature = "zookeeper")]
+use sidekick_backend_zookeeper::{ZookeeperBackend, ZookeeperConfig};
 
 use crate::config::{Settings, SettingsFile};
 
@@ -29,13 +31,18 @@ use crate::config::{Settings, SettingsFile};
 pub(crate) struct BackendOptions {
     #[command(flatten, next_help_heading = "File backend options")]
     pub file: FileOptions,
-    #[cfg(any(feature = "etcd", feature = "consul", feature = "rancher"))]
+    #[cfg(any(
+        feature = "etcd",
+        feature = "consul",
+        feature = "rancher",
+        feature = "zookeeper"
+    ))]
     #[command(flatten, next_help_heading = "Connection options")]
     pub connection: ConnectionOptions,
     #[cfg(any(feature = "etcd", feature = "consul"))]
     #[command(flatten, next_help_heading = "TLS options (etcd, Consul)")]
     pub tls: TlsOptions,
-    #[cfg(feature = "etcd")]
+    #[cfg(any(feature = "etcd", feature = "zookeeper"))]
     #[command(flatten, next_help_heading = "etcd options")]
     pub etcd: EtcdOptions,
     #[cfg(feature = "consul")]
@@ -54,11 +61,16 @@ impl BackendOptions {
     pub fn read(file: &mut SettingsFile) -> BackendOptions {
         BackendOptions {
             file: file.read(),
-            #[cfg(any(feature = "etcd", feature = "consul", feature = "rancher"))]
+            #[cfg(any(
+                feature = "etcd",
+                feature = "consul",
+                feature = "rancher",
+                feature = "zookeeper"
+            ))]
             connection: file.read(),
             #[cfg(any(feature = "etcd", feature = "consul"))]
             tls: file.read(),
-            #[cfg(feature = "etcd")]
+            #[cfg(any(feature = "etcd", feature = "zookeeper"))]
             etcd: file.read(),
             #[cfg(feature = "consul")]
             consul: file.read(),
@@ -90,7 +102,12 @@ pub(crate) struct FileOptions {
 }
 
 /// Where a network backend is (etcd, Consul, Rancher).
-#[cfg(any(feature = "etcd", feature = "consul", feature = "rancher"))]
+#[cfg(any(
+    feature = "etcd",
+    feature = "consul",
+    feature = "rancher",
+    feature = "zookeeper"
+))]
 #[derive(Clone, Default, Args, Deserialize)]
 #[serde(default)]
 pub(crate) struct ConnectionOptions {
@@ -118,7 +135,12 @@ pub(crate) struct ConnectionOptions {
     pub scheme: Option<String>,
 }
 
-#[cfg(any(feature = "etcd", feature = "consul", feature = "rancher"))]
+#[cfg(any(
+    feature = "etcd",
+    feature = "consul",
+    feature = "rancher",
+    feature = "zookeeper"
+))]
 impl ConnectionOptions {
     /// `--node`, or when none is given and `--srv-record`/`--srv-domain` is,
     /// the targets of that SRV record as `SCHEME://TARGET:PORT` (confd's
@@ -170,12 +192,12 @@ pub(crate) struct TlsOptions {
     pub client_ca_keys: Option<PathBuf>,
 }
 
-/// etcd's authentication.
-#[cfg(feature = "etcd")]
+/// etcd's authentication, also ZooKeeper's digest user.
+#[cfg(any(feature = "etcd", feature = "zookeeper"))]
 #[derive(Clone, Default, Args, Deserialize)]
 #[serde(default)]
 pub(crate) struct EtcdOptions {
-    /// User name for etcd auth
+    /// User name for etcd auth (ZooKeeper: digest user)
     #[arg(long, env = "SIDEKICK_USERNAME", value_name = "USER")]
     pub username: Option<String>,
     /// Password for --username; never logged
@@ -235,7 +257,15 @@ pub(crate) struct KubernetesOptions {
 }
 
 /// Names `--backend` accepts today.
-pub(crate) const NAMES: &[&str] = &["file", "env", "etcdv3", "consul", "rancher", "kubernetes"];
+pub(crate) const NAMES: &[&str] = &[
+    "file",
+    "env",
+    "etcdv3",
+    "consul",
+    "rancher",
+    "kubernetes",
+    "zookeeper",
+];
 
 /// A backend that cannot be built from these settings.
 #[derive(Debug, thiserror::Error)]
@@ -306,6 +336,15 @@ pub(crate) fn build(settings: &Settings) -> Result<Arc<dyn Backend>, BuildError>
             })
             .map_err(|e| settings_error("kubernetes", e))?,
         )),
+        #[cfg(feature = "zookeeper")]
+        "zookeeper" => Ok(Arc::new(
+            ZookeeperBackend::new(ZookeeperConfig {
+                nodes: options.connection.resolve("zookeeper")?,
+                username: options.etcd.username.clone(),
+                password: options.etcd.password.clone(),
+            })
+            .map_err(|e| settings_error("zookeeper", e))?,
+        )),
         other if NAMES.contains(&other) || other == "etcd" || other == "k8s" => {
             Err(BuildError::NotBuilt {
                 name: other.to_string(),
@@ -329,7 +368,15 @@ fn settings_error(backend: &str, e: sidekick_backend::BackendError) -> BuildErro
     }
 }
 
-#[cfg(all(test, any(feature = "etcd", feature = "consul", feature = "rancher")))]
+#[cfg(all(
+    test,
+    any(
+        feature = "etcd",
+        feature = "consul",
+        feature = "rancher",
+        feature = "zookeeper"
+    )
+))]
 mod tests {
     use super::*;
 

@@ -33,3 +33,5 @@ mod rancher;
 mod settings;
 mod tools;
 mod watch;
+#[cfg(feature = "zookeeper")]
+mod zookeeper;

@@ -5,6 +5,8 @@
 //!   test makes to it.
 //! - [`kubernetes`]: a Kubernetes API test server (or a real cluster).
 //! - [`etcd`]: a real, throw-away etcd process.
+//! - [`zookeeper`]: a real, throw-away ZooKeeper (Debian's package) and
+//!   blocking sessions to write to it.
 //! - [`dns`]: a tiny DNS server for `lookupSRV`.
 //! - [`tls`]: a CA with server and client certificates (rcgen).
 //! - [`process`], [`net`], [`temp`], [`wait`]: finding a server binary (a
@@ -34,3 +36,5 @@ pub mod temp;
 #[cfg(feature = "tls")]
 pub mod tls;
 pub mod wait;
+#[cfg(feature = "zookeeper")]
+pub mod zookeeper;

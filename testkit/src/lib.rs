@@ -5,6 +5,7 @@
 //!   test makes to it.
 //! - [`kubernetes`]: a Kubernetes API test server (or a real cluster).
 //! - [`etcd`]: a real, throw-away etcd process.
+//! - [`vault`]: an in-process Vault server (or a real one).
 //! - [`dns`]: a tiny DNS server for `lookupSRV`.
 //! - [`tls`]: a CA with server and client certificates (rcgen).
 //! - [`process`], [`net`], [`temp`], [`wait`]: finding a server binary (a
@@ -24,7 +25,7 @@ pub mod consul;
 pub mod dns;
 #[cfg(feature = "etcd")]
 pub mod etcd;
-#[cfg(any(feature = "consul", feature = "etcd"))]
+#[cfg(any(feature = "consul", feature = "etcd", feature = "vault"))]
 pub mod http;
 #[cfg(feature = "kubernetes")]
 pub mod kubernetes;
@@ -33,4 +34,6 @@ pub mod process;
 pub mod temp;
 #[cfg(feature = "tls")]
 pub mod tls;
+#[cfg(feature = "vault")]
+pub mod vault;
 pub mod wait;

@@ -30,4 +30,6 @@ mod pipeline;
 #[cfg(feature = "rancher")]
 mod rancher;
 mod settings;
+#[cfg(feature = "vault")]
+mod vault;
 mod watch;

@@ -95,6 +95,12 @@ impl Backend for VaultBackend {
             );
         }
         let timing = self.session.api.cfg.timing;
+        tracing::info!(
+            backend = NAME,
+            endpoint = %self.address(),
+            interval_s = self.session.api.cfg.interval.as_secs_f64(),
+            "Vault has no watch: polling every --interval, re-reading only secrets whose version moved"
+        );
         let backoff = Backoff::new(timing.backoff_start, timing.backoff_cap);
         let label = Label::new(NAME, self.address().to_string());
         let machine = Watch::new(Arc::clone(&self.session), interest.clone());

@@ -232,7 +232,7 @@ async fn read_with(
     for prefix in &interest.prefixes {
         let path = prefix.trim_start_matches('/');
         if path.is_empty() {
-            for mount in all_mounts(session, token).await? {
+            for mount in all_mounts(session)? {
                 targets.push((mount, String::new()));
             }
         } else {
@@ -306,7 +306,7 @@ async fn read_with(
 /// The mounts the prefix `/` (everything) reads: the declared ones. Vault
 /// has no listing of every secret, and `sys/mounts` needs a privileged
 /// policy, so nothing is guessed.
-async fn all_mounts(session: &Session, _token: &str) -> Result<Vec<Mount>, BackendError> {
+fn all_mounts(session: &Session) -> Result<Vec<Mount>, BackendError> {
     if !session.api.cfg.mounts.is_empty() {
         return Ok(session.api.cfg.mounts.clone());
     }

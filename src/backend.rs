@@ -22,6 +22,8 @@ use sidekick_backend_kubernetes::{KubernetesBackend, KubernetesConfig};
 use sidekick_backend_rancher::{RancherBackend, RancherConfig};
 #[cfg(feature = "zookeeper")]
 use sidekick_backend_zookeeper::{ZookeeperBackend, ZookeeperConfig};
+#[cfg(feature = "vault")]
+use sidekick_backend_vault::{VaultBackend, VaultConfig};
 
 use crate::config::{Settings, SettingsFile};
 
@@ -35,12 +37,13 @@ pub(crate) struct BackendOptions {
         feature = "etcd",
         feature = "consul",
         feature = "rancher",
-        feature = "zookeeper"
+        feature = "zookeeper",
+        feature = "vault"
     ))]
     #[command(flatten, next_help_heading = "Connection options")]
     pub connection: ConnectionOptions,
-    #[cfg(any(feature = "etcd", feature = "consul"))]
-    #[command(flatten, next_help_heading = "TLS options (etcd, Consul)")]
+    #[cfg(any(feature = "etcd", feature = "consul", feature = "vault"))]
+    #[command(flatten, next_help_heading = "TLS options (etcd, Consul, Vault)")]
     pub tls: TlsOptions,
     #[cfg(any(feature = "etcd", feature = "zookeeper"))]
     #[command(flatten, next_help_heading = "etcd options")]
@@ -54,6 +57,9 @@ pub(crate) struct BackendOptions {
     #[cfg(feature = "kubernetes")]
     #[command(flatten, next_help_heading = "Kubernetes options")]
     pub kubernetes: KubernetesOptions,
+    #[cfg(feature = "vault")]
+    #[command(flatten, next_help_heading = "Vault options")]
+    pub vault: VaultOptions,
 }
 
 impl BackendOptions {
@@ -65,10 +71,11 @@ impl BackendOptions {
                 feature = "etcd",
                 feature = "consul",
                 feature = "rancher",
-                feature = "zookeeper"
+                feature = "zookeeper",
+                feature = "vault"
             ))]
             connection: file.read(),
-            #[cfg(any(feature = "etcd", feature = "consul"))]
+            #[cfg(any(feature = "etcd", feature = "consul", feature = "vault"))]
             tls: file.read(),
             #[cfg(any(feature = "etcd", feature = "zookeeper"))]
             etcd: file.read(),
@@ -78,6 +85,8 @@ impl BackendOptions {
             rancher: file.read(),
             #[cfg(feature = "kubernetes")]
             kubernetes: file.read(),
+            #[cfg(feature = "vault")]
+            vault: file.read(),
         }
     }
 }
@@ -106,7 +115,8 @@ pub(crate) struct FileOptions {
     feature = "etcd",
     feature = "consul",
     feature = "rancher",
-    feature = "zookeeper"
+    feature = "zookeeper",
+    feature = "vault"
 ))]
 #[derive(Clone, Default, Args, Deserialize)]
 #[serde(default)]
@@ -139,7 +149,8 @@ pub(crate) struct ConnectionOptions {
     feature = "etcd",
     feature = "consul",
     feature = "rancher",
-    feature = "zookeeper"
+    feature = "zookeeper",
+    feature = "vault"
 ))]
 impl ConnectionOptions {
     /// `--node`, or when none is given and `--srv-record`/`--srv-domain` is,
@@ -174,7 +185,7 @@ impl ConnectionOptions {
 }
 
 /// Client certificates and the CA to check the backend with (etcd, Consul).
-#[cfg(any(feature = "etcd", feature = "consul"))]
+#[cfg(any(feature = "etcd", feature = "consul", feature = "vault"))]
 #[derive(Clone, Default, Args, Deserialize)]
 #[serde(default)]
 pub(crate) struct TlsOptions {
@@ -256,6 +267,95 @@ pub(crate) struct KubernetesOptions {
     pub namespace: Option<String>,
 }
 
+/// How to log in to Vault and which KV mounts to read.
+#[cfg(feature = "vault")]
+#[derive(Clone, Default, Args, Deserialize)]
+#[serde(default)]
+pub(crate) struct VaultOptions {
+    /// Vault token; never logged
+    #[arg(
+        long,
+        env = "VAULT_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    #[serde(alias = "vault-token")]
+    pub vault_token: Option<String>,
+    /// Log in to Vault with AppRole: the role_id
+    #[arg(long, env = "SIDEKICK_VAULT_ROLE_ID", value_name = "ID")]
+    #[serde(alias = "vault-role-id")]
+    pub vault_role_id: Option<String>,
+    /// The AppRole secret_id for --vault-role-id; never logged
+    #[arg(
+        long,
+        env = "SIDEKICK_VAULT_SECRET_ID",
+        value_name = "ID",
+        hide_env_values = true
+    )]
+    #[serde(alias = "vault-secret-id")]
+    pub vault_secret_id: Option<String>,
+    /// Log in to Vault with the Kubernetes service-account JWT, as this Vault role
+    #[arg(long, env = "SIDEKICK_VAULT_K8S_ROLE", value_name = "ROLE")]
+    #[serde(alias = "vault-k8s-role")]
+    pub vault_k8s_role: Option<String>,
+    /// JWT file for --vault-k8s-role [default: /var/run/secrets/kubernetes.io/serviceaccount/token]
+    #[arg(long, env = "SIDEKICK_VAULT_K8S_JWT", value_name = "FILE")]
+    #[serde(alias = "vault-k8s-jwt")]
+    pub vault_k8s_jwt: Option<PathBuf>,
+    /// Path of the AppRole or Kubernetes auth method [default: approle, kubernetes]
+    #[arg(long, env = "SIDEKICK_VAULT_AUTH_MOUNT", value_name = "PATH")]
+    #[serde(alias = "vault-auth-mount")]
+    pub vault_auth_mount: Option<String>,
+    /// KV mount to read, MOUNT (KV v2) or MOUNT:1; repeatable [default: each key's first segment, its version asked of Vault]
+    #[arg(
+        long = "vault-mount",
+        env = "SIDEKICK_VAULT_MOUNT",
+        value_delimiter = ',',
+        value_name = "MOUNT[:1]"
+    )]
+    #[serde(alias = "vault-mount", alias = "vault_mount")]
+    pub vault_mounts: Vec<String>,
+}
+
+#[cfg(feature = "vault")]
+impl VaultOptions {
+    /// The login these settings ask for: AppRole or Kubernetes when their
+    /// flags are given (a `VAULT_TOKEN` in the environment is then unused),
+    /// else the token.
+    fn auth(&self) -> Result<Option<sidekick_backend_vault::Auth>, BuildError> {
+        use sidekick_backend_vault::Auth;
+        let mount = |default: &str| {
+            self.vault_auth_mount
+                .clone()
+                .unwrap_or_else(|| default.to_string())
+        };
+        match (&self.vault_role_id, &self.vault_k8s_role) {
+            (Some(_), Some(_)) => Err(BuildError::Settings {
+                message: "vault: give --vault-role-id (AppRole) or --vault-k8s-role (Kubernetes), \
+                          not both"
+                    .into(),
+            }),
+            (Some(role_id), None) => Ok(Some(Auth::AppRole {
+                role_id: role_id.clone(),
+                secret_id: self.vault_secret_id.clone(),
+                mount: mount("approle"),
+            })),
+            (None, Some(role)) => Ok(Some(Auth::Kubernetes {
+                role: role.clone(),
+                jwt_file: self
+                    .vault_k8s_jwt
+                    .clone()
+                    .unwrap_or_else(|| sidekick_backend_vault::DEFAULT_K8S_JWT.into()),
+                mount: mount("kubernetes"),
+            })),
+            (None, None) if self.vault_secret_id.is_some() => Err(BuildError::Settings {
+                message: "vault: --vault-secret-id needs --vault-role-id".into(),
+            }),
+            (None, None) => Ok(self.vault_token.clone().map(Auth::Token)),
+        }
+    }
+}
+
 /// Names `--backend` accepts today.
 pub(crate) const NAMES: &[&str] = &[
     "file",
@@ -265,6 +365,7 @@ pub(crate) const NAMES: &[&str] = &[
     "rancher",
     "kubernetes",
     "zookeeper",
+    "vault",
 ];
 
 /// A backend that cannot be built from these settings.
@@ -345,6 +446,39 @@ pub(crate) fn build(settings: &Settings) -> Result<Arc<dyn Backend>, BuildError>
             })
             .map_err(|e| settings_error("zookeeper", e))?,
         )),
+        #[cfg(feature = "vault")]
+        "vault" => {
+            let vault = &options.vault;
+            let mounts = vault
+                .vault_mounts
+                .iter()
+                .filter(|m| !m.trim().is_empty())
+                .map(|m| sidekick_backend_vault::Mount::parse(m))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| settings_error("vault", e))?;
+            let node = options
+                .connection
+                .resolve("vault")?
+                .first()
+                .cloned()
+                .or_else(|| {
+                    std::env::var("VAULT_ADDR")
+                        .ok()
+                        .filter(|a| !a.trim().is_empty())
+                });
+            Ok(Arc::new(
+                VaultBackend::new(VaultConfig {
+                    node,
+                    auth: vault.auth()?,
+                    mounts,
+                    ca_file: options.tls.client_ca_keys.clone(),
+                    cert_file: options.tls.client_cert.clone(),
+                    key_file: options.tls.client_key.clone(),
+                    interval: settings.interval,
+                })
+                .map_err(|e| settings_error("vault", e))?,
+            ))
+        }
         other if NAMES.contains(&other) || other == "etcd" || other == "k8s" => {
             Err(BuildError::NotBuilt {
                 name: other.to_string(),
@@ -374,7 +508,8 @@ fn settings_error(backend: &str, e: sidekick_backend::BackendError) -> BuildErro
         feature = "etcd",
         feature = "consul",
         feature = "rancher",
-        feature = "zookeeper"
+        feature = "zookeeper",
+        feature = "vault"
     )
 ))]
 mod tests {

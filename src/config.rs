@@ -50,7 +50,7 @@ pub(crate) struct Settings {
     #[arg(long, env = "SIDEKICK_CONFIG_FILE", value_name = "FILE")]
     #[serde(skip)]
     pub config_file: Option<PathBuf>,
-    /// Backend to read keys from: file, env, etcdv3, consul, rancher, kubernetes, zookeeper [default: file]
+    /// Backend to read keys from: file, env, etcdv3, consul, rancher, kubernetes, zookeeper, vault [default: file]
     #[arg(long, env = "SIDEKICK_BACKEND", value_name = "NAME")]
     pub backend: String,
     /// Debounce: render after MIN of quiet, at most MAX after the first change ("2s:10s").

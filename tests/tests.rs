@@ -32,6 +32,8 @@ mod pipeline;
 mod rancher;
 mod settings;
 mod tools;
+#[cfg(feature = "vault")]
+mod vault;
 mod watch;
 #[cfg(feature = "zookeeper")]
 mod zookeeper;

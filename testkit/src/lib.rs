@@ -7,6 +7,7 @@
 //! - [`etcd`]: a real, throw-away etcd process.
 //! - [`zookeeper`]: a real, throw-away ZooKeeper (Debian's package) and
 //!   blocking sessions to write to it.
+//! - [`vault`]: an in-process Vault server (or a real one).
 //! - [`dns`]: a tiny DNS server for `lookupSRV`.
 //! - [`tls`]: a CA with server and client certificates (rcgen).
 //! - [`process`], [`net`], [`temp`], [`wait`]: finding a server binary (a
@@ -26,7 +27,7 @@ pub mod consul;
 pub mod dns;
 #[cfg(feature = "etcd")]
 pub mod etcd;
-#[cfg(any(feature = "consul", feature = "etcd"))]
+#[cfg(any(feature = "consul", feature = "etcd", feature = "vault"))]
 pub mod http;
 #[cfg(feature = "kubernetes")]
 pub mod kubernetes;
@@ -35,6 +36,8 @@ pub mod process;
 pub mod temp;
 #[cfg(feature = "tls")]
 pub mod tls;
+#[cfg(feature = "vault")]
+pub mod vault;
 pub mod wait;
 #[cfg(feature = "zookeeper")]
 pub mod zookeeper;

@@ -5,6 +5,7 @@
 //!   test makes to it.
 //! - [`kubernetes`]: a Kubernetes API test server (or a real cluster).
 //! - [`etcd`]: a real, throw-away etcd process.
+//! - [`redis`]: a real, throw-away redis-server process.
 //! - [`dns`]: a tiny DNS server for `lookupSRV`.
 //! - [`tls`]: a CA with server and client certificates (rcgen).
 //! - [`process`], [`net`], [`temp`], [`wait`]: finding a server binary (a
@@ -30,6 +31,8 @@ pub mod http;
 pub mod kubernetes;
 pub mod net;
 pub mod process;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod temp;
 #[cfg(feature = "tls")]
 pub mod tls;

@@ -20,6 +20,8 @@ use sidekick_backend_file::FileBackend;
 use sidekick_backend_kubernetes::{KubernetesBackend, KubernetesConfig};
 #[cfg(feature = "rancher")]
 use sidekick_backend_rancher::{RancherBackend, RancherConfig};
+#[cfg(feature = "redis")]
+use sidekick_backend_redis::{RedisBackend, RedisConfig};
 
 use crate::config::{Settings, SettingsFile};
 
@@ -29,14 +31,14 @@ use crate::config::{Settings, SettingsFile};
 pub(crate) struct BackendOptions {
     #[command(flatten, next_help_heading = "File backend options")]
     pub file: FileOptions,
-    #[cfg(any(feature = "etcd", feature = "consul", feature = "rancher"))]
+    #[cfg(any(feature = "etcd", feature = "consul", feature = "rancher", feature = "redis"))]
     #[command(flatten, next_help_heading = "Connection options")]
     pub connection: ConnectionOptions,
-    #[cfg(any(feature = "etcd", feature = "consul"))]
-    #[command(flatten, next_help_heading = "TLS options (etcd, Consul)")]
+    #[cfg(any(feature = "etcd", feature = "consul", feature = "redis"))]
+    #[command(flatten, next_help_heading = "TLS options (etcd, Consul, Redis)")]
     pub tls: TlsOptions,
-    #[cfg(feature = "etcd")]
-    #[command(flatten, next_help_heading = "etcd options")]
+    #[cfg(any(feature = "etcd", feature = "redis"))]
+    #[command(flatten, next_help_heading = "etcd and Redis authentication")]
     pub etcd: EtcdOptions,
     #[cfg(feature = "consul")]
     #[command(flatten, next_help_heading = "Consul options")]
@@ -47,6 +49,9 @@ pub(crate) struct BackendOptions {
     #[cfg(feature = "kubernetes")]
     #[command(flatten, next_help_heading = "Kubernetes options")]
     pub kubernetes: KubernetesOptions,
+    #[cfg(feature = "redis")]
+    #[command(flatten, next_help_heading = "Redis options")]
+    pub redis: RedisOptions,
 }
 
 impl BackendOptions {
@@ -54,11 +59,11 @@ impl BackendOptions {
     pub fn read(file: &mut SettingsFile) -> BackendOptions {
         BackendOptions {
             file: file.read(),
-            #[cfg(any(feature = "etcd", feature = "consul", feature = "rancher"))]
+            #[cfg(any(feature = "etcd", feature = "consul", feature = "rancher", feature = "redis"))]
             connection: file.read(),
-            #[cfg(any(feature = "etcd", feature = "consul"))]
+            #[cfg(any(feature = "etcd", feature = "consul", feature = "redis"))]
             tls: file.read(),
-            #[cfg(feature = "etcd")]
+            #[cfg(any(feature = "etcd", feature = "redis"))]
             etcd: file.read(),
             #[cfg(feature = "consul")]
             consul: file.read(),
@@ -66,6 +71,8 @@ impl BackendOptions {
             rancher: file.read(),
             #[cfg(feature = "kubernetes")]
             kubernetes: file.read(),
+            #[cfg(feature = "redis")]
+            redis: file.read(),
         }
     }
 }
@@ -90,7 +97,7 @@ pub(crate) struct FileOptions {
 }
 
 /// Where a network backend is (etcd, Consul, Rancher).
-#[cfg(any(feature = "etcd", feature = "consul", feature = "rancher"))]
+#[cfg(any(feature = "etcd", feature = "consul", feature = "rancher", feature = "redis"))]
 #[derive(Clone, Default, Args, Deserialize)]
 #[serde(default)]
 pub(crate) struct ConnectionOptions {
@@ -118,7 +125,7 @@ pub(crate) struct ConnectionOptions {
     pub scheme: Option<String>,
 }
 
-#[cfg(any(feature = "etcd", feature = "consul", feature = "rancher"))]
+#[cfg(any(feature = "etcd", feature = "consul", feature = "rancher", feature = "redis"))]
 impl ConnectionOptions {
     /// `--node`, or when none is given and `--srv-record`/`--srv-domain` is,
     /// the targets of that SRV record as `SCHEME://TARGET:PORT` (confd's
@@ -152,7 +159,7 @@ impl ConnectionOptions {
 }
 
 /// Client certificates and the CA to check the backend with (etcd, Consul).
-#[cfg(any(feature = "etcd", feature = "consul"))]
+#[cfg(any(feature = "etcd", feature = "consul", feature = "redis"))]
 #[derive(Clone, Default, Args, Deserialize)]
 #[serde(default)]
 pub(crate) struct TlsOptions {
@@ -170,15 +177,15 @@ pub(crate) struct TlsOptions {
     pub client_ca_keys: Option<PathBuf>,
 }
 
-/// etcd's authentication.
-#[cfg(feature = "etcd")]
+/// etcd's authentication, and Redis's (`AUTH [user] password`).
+#[cfg(any(feature = "etcd", feature = "redis"))]
 #[derive(Clone, Default, Args, Deserialize)]
 #[serde(default)]
 pub(crate) struct EtcdOptions {
-    /// User name for etcd auth
+    /// User name for etcd auth (Redis: an ACL user)
     #[arg(long, env = "SIDEKICK_USERNAME", value_name = "USER")]
     pub username: Option<String>,
-    /// Password for --username; never logged
+    /// Password for --username (Redis: AUTH; also SIDEKICK_REDIS_PASSWORD); never logged
     #[arg(
         long,
         env = "SIDEKICK_ETCD_PASSWORD",
@@ -234,8 +241,33 @@ pub(crate) struct KubernetesOptions {
     pub namespace: Option<String>,
 }
 
+/// Redis's database and keyspace notifications.
+#[cfg(feature = "redis")]
+#[derive(Clone, Default, Args, Deserialize)]
+#[serde(default)]
+pub(crate) struct RedisOptions {
+    /// Redis database number (SELECT) [default: the node's /N, else 0]
+    #[arg(long, env = "SIDEKICK_REDIS_DATABASE", value_name = "N")]
+    pub database: Option<i64>,
+    /// Let sidekick turn on the keyspace notifications the Redis watch needs
+    /// (CONFIG SET notify-keyspace-events) when they are off; without it, it polls
+    #[arg(long, env = "SIDEKICK_REDIS_NOTIFY_CONFIG", action = clap::ArgAction::Set, num_args = 0..=1,
+          require_equals = true, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new(), value_name = "BOOL")]
+    #[serde(alias = "redis-notify-config")]
+    pub redis_notify_config: bool,
+}
+
 /// Names `--backend` accepts today.
-pub(crate) const NAMES: &[&str] = &["file", "env", "etcdv3", "consul", "rancher", "kubernetes"];
+pub(crate) const NAMES: &[&str] = &[
+    "file",
+    "env",
+    "etcdv3",
+    "consul",
+    "rancher",
+    "kubernetes",
+    "redis",
+];
 
 /// A backend that cannot be built from these settings.
 #[derive(Debug, thiserror::Error)]
@@ -305,6 +337,26 @@ pub(crate) fn build(settings: &Settings) -> Result<Arc<dyn Backend>, BuildError>
                 namespace: options.kubernetes.namespace.clone(),
             })
             .map_err(|e| settings_error("kubernetes", e))?,
+        )),
+        #[cfg(feature = "redis")]
+        "redis" => Ok(Arc::new(
+            RedisBackend::new(RedisConfig {
+                nodes: options.connection.resolve("redis")?,
+                username: options.etcd.username.clone(),
+                password: options
+                    .etcd
+                    .password
+                    .clone()
+                    .or_else(|| std::env::var("SIDEKICK_REDIS_PASSWORD").ok())
+                    .filter(|p| !p.is_empty()),
+                database: options.redis.database,
+                notify_config: options.redis.redis_notify_config,
+                poll_interval: std::time::Duration::from_secs(settings.interval),
+                client_ca_keys: options.tls.client_ca_keys.clone(),
+                client_cert: options.tls.client_cert.clone(),
+                client_key: options.tls.client_key.clone(),
+            })
+            .map_err(|e| settings_error("redis", e))?,
         )),
         other if NAMES.contains(&other) || other == "etcd" || other == "k8s" => {
             Err(BuildError::NotBuilt {

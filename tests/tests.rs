@@ -29,5 +29,7 @@ mod kubernetes;
 mod pipeline;
 #[cfg(feature = "rancher")]
 mod rancher;
+#[cfg(feature = "redis")]
+mod redis;
 mod settings;
 mod watch;

@@ -31,7 +31,12 @@ use crate::config::{Settings, SettingsFile};
 pub(crate) struct BackendOptions {
     #[command(flatten, next_help_heading = "File backend options")]
     pub file: FileOptions,
-    #[cfg(any(feature = "etcd", feature = "consul", feature = "rancher", feature = "redis"))]
+    #[cfg(any(
+        feature = "etcd",
+        feature = "consul",
+        feature = "rancher",
+        feature = "redis"
+    ))]
     #[command(flatten, next_help_heading = "Connection options")]
     pub connection: ConnectionOptions,
     #[cfg(any(feature = "etcd", feature = "consul", feature = "redis"))]
@@ -59,7 +64,12 @@ impl BackendOptions {
     pub fn read(file: &mut SettingsFile) -> BackendOptions {
         BackendOptions {
             file: file.read(),
-            #[cfg(any(feature = "etcd", feature = "consul", feature = "rancher", feature = "redis"))]
+            #[cfg(any(
+                feature = "etcd",
+                feature = "consul",
+                feature = "rancher",
+                feature = "redis"
+            ))]
             connection: file.read(),
             #[cfg(any(feature = "etcd", feature = "consul", feature = "redis"))]
             tls: file.read(),
@@ -97,7 +107,12 @@ pub(crate) struct FileOptions {
 }
 
 /// Where a network backend is (etcd, Consul, Rancher).
-#[cfg(any(feature = "etcd", feature = "consul", feature = "rancher", feature = "redis"))]
+#[cfg(any(
+    feature = "etcd",
+    feature = "consul",
+    feature = "rancher",
+    feature = "redis"
+))]
 #[derive(Clone, Default, Args, Deserialize)]
 #[serde(default)]
 pub(crate) struct ConnectionOptions {
@@ -125,7 +140,12 @@ pub(crate) struct ConnectionOptions {
     pub scheme: Option<String>,
 }
 
-#[cfg(any(feature = "etcd", feature = "consul", feature = "rancher", feature = "redis"))]
+#[cfg(any(
+    feature = "etcd",
+    feature = "consul",
+    feature = "rancher",
+    feature = "redis"
+))]
 impl ConnectionOptions {
     /// `--node`, or when none is given and `--srv-record`/`--srv-domain` is,
     /// the targets of that SRV record as `SCHEME://TARGET:PORT` (confd's

@@ -105,11 +105,9 @@ pub(crate) fn scan_patterns(prefix: &str) -> Vec<String> {
 /// The classes of `needed` missing from a `notify-keyspace-events` value
 /// (`A` stands for `g$lshzxe` and more).
 pub(crate) fn missing_events(current: &str, needed: &str) -> String {
-    let all = current.contains('A');
-    needed
-        .chars()
-        .filter(|c| !current.contains(*c) && !(all && *c != 'K' && *c != 'E'))
-        .collect()
+    // `A` covers the event classes, not the channel kinds `K` and `E`.
+    let has = |c: char| current.contains(c) || (current.contains('A') && !matches!(c, 'K' | 'E'));
+    needed.chars().filter(|c| !has(*c)).collect()
 }
 
 /// One Redis deployment, as configured: several nodes are tried in turn.

@@ -4,6 +4,9 @@
 //! polling fallback when notifications are off. Skipped with a note when
 //! redis-server is not installed (a failure under `CI=true`).
 
+// Test code: a panic is a failed test, so unwrap/expect are the point.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use futures::StreamExt;

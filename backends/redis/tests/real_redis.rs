@@ -414,3 +414,45 @@ async fn rediss_with_the_ca_and_a_client_certificate() {
     });
     assert!(anonymous.load(&interest(&["/t"])).await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_watch_pings_and_notices_a_frozen_server() {
+    let Some(redis) = Redis::start() else { return };
+    redis.set("/f/v", "1");
+    let b = RedisBackend::with_timing(
+        node(redis.url()),
+        Timing {
+            request_timeout: Duration::from_millis(500),
+            ping_interval: Duration::from_millis(100),
+            ..fast()
+        },
+    )
+    .unwrap();
+    let mut stream = b.watch(&interest(&["/f"])).unwrap();
+    snapshot(&mut stream).await;
+    // Several pings go by; the watch still follows changes.
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    redis.set("/f/v", "2");
+    until(&mut stream, &put("/f/v", "2")).await;
+
+    // A server that stops answering (SIGSTOP) without closing the
+    // connection is noticed by the ping's timeout.
+    let pid = redis.pid().unwrap().to_string();
+    let signal = |sig: &str| {
+        let status = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    signal("-STOP");
+    let err = next(&mut stream).await;
+    signal("-CONT");
+    let err = err.unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    assert!(err.to_string().contains("no answer"), "{err}");
+    // Back: a new snapshot, then changes again.
+    assert_eq!(snapshot(&mut stream).await.get("/f/v"), Some("2"));
+    redis.set("/f/v", "3");
+    until(&mut stream, &put("/f/v", "3")).await;
+}

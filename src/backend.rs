@@ -24,6 +24,8 @@ use sidekick_backend_rancher::{RancherBackend, RancherConfig};
 use sidekick_backend_zookeeper::{ZookeeperBackend, ZookeeperConfig};
 #[cfg(feature = "vault")]
 use sidekick_backend_vault::{VaultBackend, VaultConfig};
+#[cfg(feature = "redis")]
+use sidekick_backend_redis::{RedisBackend, RedisConfig};
 
 use crate::config::{Settings, SettingsFile};
 
@@ -38,15 +40,21 @@ pub(crate) struct BackendOptions {
         feature = "consul",
         feature = "rancher",
         feature = "zookeeper",
-        feature = "vault"
+        feature = "vault",
+        feature = "redis"
     ))]
     #[command(flatten, next_help_heading = "Connection options")]
     pub connection: ConnectionOptions,
-    #[cfg(any(feature = "etcd", feature = "consul", feature = "vault"))]
-    #[command(flatten, next_help_heading = "TLS options (etcd, Consul, Vault)")]
+    #[cfg(any(
+        feature = "etcd",
+        feature = "consul",
+        feature = "vault",
+        feature = "redis"
+    ))]
+    #[command(flatten, next_help_heading = "TLS options (etcd, Consul, Vault, Redis)")]
     pub tls: TlsOptions,
-    #[cfg(any(feature = "etcd", feature = "zookeeper"))]
-    #[command(flatten, next_help_heading = "etcd options")]
+    #[cfg(any(feature = "etcd", feature = "zookeeper", feature = "redis"))]
+    #[command(flatten, next_help_heading = "Authentication (etcd, ZooKeeper, Redis)")]
     pub etcd: EtcdOptions,
     #[cfg(feature = "consul")]
     #[command(flatten, next_help_heading = "Consul options")]
@@ -60,6 +68,9 @@ pub(crate) struct BackendOptions {
     #[cfg(feature = "vault")]
     #[command(flatten, next_help_heading = "Vault options")]
     pub vault: VaultOptions,
+    #[cfg(feature = "redis")]
+    #[command(flatten, next_help_heading = "Redis options")]
+    pub redis: RedisOptions,
 }
 
 impl BackendOptions {
@@ -72,12 +83,18 @@ impl BackendOptions {
                 feature = "consul",
                 feature = "rancher",
                 feature = "zookeeper",
-                feature = "vault"
+                feature = "vault",
+                feature = "redis"
             ))]
             connection: file.read(),
-            #[cfg(any(feature = "etcd", feature = "consul", feature = "vault"))]
+            #[cfg(any(
+        feature = "etcd",
+        feature = "consul",
+        feature = "vault",
+        feature = "redis"
+    ))]
             tls: file.read(),
-            #[cfg(any(feature = "etcd", feature = "zookeeper"))]
+            #[cfg(any(feature = "etcd", feature = "zookeeper", feature = "redis"))]
             etcd: file.read(),
             #[cfg(feature = "consul")]
             consul: file.read(),
@@ -87,6 +104,8 @@ impl BackendOptions {
             kubernetes: file.read(),
             #[cfg(feature = "vault")]
             vault: file.read(),
+            #[cfg(feature = "redis")]
+            redis: file.read(),
         }
     }
 }
@@ -116,7 +135,8 @@ pub(crate) struct FileOptions {
     feature = "consul",
     feature = "rancher",
     feature = "zookeeper",
-    feature = "vault"
+    feature = "vault",
+    feature = "redis"
 ))]
 #[derive(Clone, Default, Args, Deserialize)]
 #[serde(default)]
@@ -150,7 +170,8 @@ pub(crate) struct ConnectionOptions {
     feature = "consul",
     feature = "rancher",
     feature = "zookeeper",
-    feature = "vault"
+    feature = "vault",
+    feature = "redis"
 ))]
 impl ConnectionOptions {
     /// `--node`, or when none is given and `--srv-record`/`--srv-domain` is,
@@ -185,7 +206,12 @@ impl ConnectionOptions {
 }
 
 /// Client certificates and the CA to check the backend with (etcd, Consul).
-#[cfg(any(feature = "etcd", feature = "consul", feature = "vault"))]
+#[cfg(any(
+    feature = "etcd",
+    feature = "consul",
+    feature = "vault",
+    feature = "redis"
+))]
 #[derive(Clone, Default, Args, Deserialize)]
 #[serde(default)]
 pub(crate) struct TlsOptions {
@@ -203,15 +229,16 @@ pub(crate) struct TlsOptions {
     pub client_ca_keys: Option<PathBuf>,
 }
 
-/// etcd's authentication, also ZooKeeper's digest user.
-#[cfg(any(feature = "etcd", feature = "zookeeper"))]
+/// etcd's authentication, also ZooKeeper's digest user and Redis's
+/// `AUTH [user] password`.
+#[cfg(any(feature = "etcd", feature = "zookeeper", feature = "redis"))]
 #[derive(Clone, Default, Args, Deserialize)]
 #[serde(default)]
 pub(crate) struct EtcdOptions {
-    /// User name for etcd auth (ZooKeeper: digest user)
+    /// User name for etcd auth (ZooKeeper: digest user; Redis: an ACL user)
     #[arg(long, env = "SIDEKICK_USERNAME", value_name = "USER")]
     pub username: Option<String>,
-    /// Password for --username; never logged
+    /// Password for --username (Redis: AUTH; also SIDEKICK_REDIS_PASSWORD); never logged
     #[arg(
         long,
         env = "SIDEKICK_ETCD_PASSWORD",
@@ -356,6 +383,23 @@ impl VaultOptions {
     }
 }
 
+/// Redis's database and keyspace notifications.
+#[cfg(feature = "redis")]
+#[derive(Clone, Default, Args, Deserialize)]
+#[serde(default)]
+pub(crate) struct RedisOptions {
+    /// Redis database number (SELECT) [default: the node's /N, else 0]
+    #[arg(long, env = "SIDEKICK_REDIS_DATABASE", value_name = "N")]
+    pub database: Option<i64>,
+    /// Let sidekick turn on the keyspace notifications the Redis watch needs
+    /// (CONFIG SET notify-keyspace-events) when they are off; without it, it polls
+    #[arg(long, env = "SIDEKICK_REDIS_NOTIFY_CONFIG", action = clap::ArgAction::Set, num_args = 0..=1,
+          require_equals = true, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new(), value_name = "BOOL")]
+    #[serde(alias = "redis-notify-config")]
+    pub redis_notify_config: bool,
+}
+
 /// Names `--backend` accepts today.
 pub(crate) const NAMES: &[&str] = &[
     "file",
@@ -366,6 +410,7 @@ pub(crate) const NAMES: &[&str] = &[
     "kubernetes",
     "zookeeper",
     "vault",
+    "redis",
 ];
 
 /// A backend that cannot be built from these settings.
@@ -479,6 +524,26 @@ pub(crate) fn build(settings: &Settings) -> Result<Arc<dyn Backend>, BuildError>
                 .map_err(|e| settings_error("vault", e))?,
             ))
         }
+        #[cfg(feature = "redis")]
+        "redis" => Ok(Arc::new(
+            RedisBackend::new(RedisConfig {
+                nodes: options.connection.resolve("redis")?,
+                username: options.etcd.username.clone(),
+                password: options
+                    .etcd
+                    .password
+                    .clone()
+                    .or_else(|| std::env::var("SIDEKICK_REDIS_PASSWORD").ok())
+                    .filter(|p| !p.is_empty()),
+                database: options.redis.database,
+                notify_config: options.redis.redis_notify_config,
+                poll_interval: std::time::Duration::from_secs(settings.interval),
+                client_ca_keys: options.tls.client_ca_keys.clone(),
+                client_cert: options.tls.client_cert.clone(),
+                client_key: options.tls.client_key.clone(),
+            })
+            .map_err(|e| settings_error("redis", e))?,
+        )),
         other if NAMES.contains(&other) || other == "etcd" || other == "k8s" => {
             Err(BuildError::NotBuilt {
                 name: other.to_string(),
@@ -509,7 +574,8 @@ fn settings_error(backend: &str, e: sidekick_backend::BackendError) -> BuildErro
         feature = "consul",
         feature = "rancher",
         feature = "zookeeper",
-        feature = "vault"
+        feature = "vault",
+        feature = "redis"
     )
 ))]
 mod tests {

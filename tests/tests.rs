@@ -30,6 +30,8 @@ mod ops;
 mod pipeline;
 #[cfg(feature = "rancher")]
 mod rancher;
+#[cfg(feature = "redis")]
+mod redis;
 mod settings;
 mod tools;
 #[cfg(feature = "vault")]

@@ -8,6 +8,7 @@
 //! - [`zookeeper`]: a real, throw-away ZooKeeper (Debian's package) and
 //!   blocking sessions to write to it.
 //! - [`vault`]: an in-process Vault server (or a real one).
+//! - [`redis`]: a real, throw-away redis-server process.
 //! - [`dns`]: a tiny DNS server for `lookupSRV`.
 //! - [`tls`]: a CA with server and client certificates (rcgen).
 //! - [`process`], [`net`], [`temp`], [`wait`]: finding a server binary (a
@@ -33,6 +34,8 @@ pub mod http;
 pub mod kubernetes;
 pub mod net;
 pub mod process;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod temp;
 #[cfg(feature = "tls")]
 pub mod tls;

@@ -20,12 +20,12 @@ use sidekick_backend_file::FileBackend;
 use sidekick_backend_kubernetes::{KubernetesBackend, KubernetesConfig};
 #[cfg(feature = "rancher")]
 use sidekick_backend_rancher::{RancherBackend, RancherConfig};
-#[cfg(feature = "zookeeper")]
-use sidekick_backend_zookeeper::{ZookeeperBackend, ZookeeperConfig};
-#[cfg(feature = "vault")]
-use sidekick_backend_vault::{VaultBackend, VaultConfig};
 #[cfg(feature = "redis")]
 use sidekick_backend_redis::{RedisBackend, RedisConfig};
+#[cfg(feature = "vault")]
+use sidekick_backend_vault::{VaultBackend, VaultConfig};
+#[cfg(feature = "zookeeper")]
+use sidekick_backend_zookeeper::{ZookeeperBackend, ZookeeperConfig};
 
 use crate::config::{Settings, SettingsFile};
 
@@ -51,7 +51,10 @@ pub(crate) struct BackendOptions {
         feature = "vault",
         feature = "redis"
     ))]
-    #[command(flatten, next_help_heading = "TLS options (etcd, Consul, Vault, Redis)")]
+    #[command(
+        flatten,
+        next_help_heading = "TLS options (etcd, Consul, Vault, Redis)"
+    )]
     pub tls: TlsOptions,
     #[cfg(any(feature = "etcd", feature = "zookeeper", feature = "redis"))]
     #[command(flatten, next_help_heading = "Authentication (etcd, ZooKeeper, Redis)")]
@@ -74,6 +77,18 @@ pub(crate) struct BackendOptions {
 }
 
 impl BackendOptions {
+    /// A `vault` source table that names no node or login takes Vault's own
+    /// environment (`VAULT_ADDR` is read when it is built, `VAULT_TOKEN` here).
+    pub fn vault_from_environment(&mut self) {
+        #[cfg(feature = "vault")]
+        {
+            let v = &mut self.vault;
+            if v.vault_token.is_none() && v.vault_role_id.is_none() && v.vault_k8s_role.is_none() {
+                v.vault_token = std::env::var("VAULT_TOKEN").ok().filter(|t| !t.is_empty());
+            }
+        }
+    }
+
     /// Each group's keys from the settings file.
     pub fn read(file: &mut SettingsFile) -> BackendOptions {
         BackendOptions {
@@ -88,11 +103,11 @@ impl BackendOptions {
             ))]
             connection: file.read(),
             #[cfg(any(
-        feature = "etcd",
-        feature = "consul",
-        feature = "vault",
-        feature = "redis"
-    ))]
+                feature = "etcd",
+                feature = "consul",
+                feature = "vault",
+                feature = "redis"
+            ))]
             tls: file.read(),
             #[cfg(any(feature = "etcd", feature = "zookeeper", feature = "redis"))]
             etcd: file.read(),
@@ -427,8 +442,17 @@ pub(crate) enum BuildError {
 
 /// Builds the backend the settings name, from its group.
 pub(crate) fn build(settings: &Settings) -> Result<Arc<dyn Backend>, BuildError> {
-    let options = &settings.backends;
-    match settings.backend.as_str() {
+    build_kind(&settings.backend, &settings.backends, settings.interval)
+}
+
+/// Builds backend `kind` from `options`; `interval` is `--interval` (seconds),
+/// for the backends that poll.
+pub(crate) fn build_kind(
+    kind: &str,
+    options: &BackendOptions,
+    interval: u64,
+) -> Result<Arc<dyn Backend>, BuildError> {
+    match kind {
         "file" => {
             let file = &options.file;
             if file.files.is_empty() && file.services_file.is_none() {
@@ -445,7 +469,7 @@ pub(crate) fn build(settings: &Settings) -> Result<Arc<dyn Backend>, BuildError>
         #[cfg(feature = "etcd")]
         "etcdv3" | "etcd" => Ok(Arc::new(
             EtcdBackend::new(EtcdConfig {
-                endpoints: options.connection.resolve(&settings.backend)?,
+                endpoints: options.connection.resolve(kind)?,
                 username: options.etcd.username.clone(),
                 password: options.etcd.password.clone(),
                 client_cert: options.tls.client_cert.clone(),
@@ -519,7 +543,7 @@ pub(crate) fn build(settings: &Settings) -> Result<Arc<dyn Backend>, BuildError>
                     ca_file: options.tls.client_ca_keys.clone(),
                     cert_file: options.tls.client_cert.clone(),
                     key_file: options.tls.client_key.clone(),
-                    interval: settings.interval,
+                    interval,
                 })
                 .map_err(|e| settings_error("vault", e))?,
             ))
@@ -537,7 +561,7 @@ pub(crate) fn build(settings: &Settings) -> Result<Arc<dyn Backend>, BuildError>
                     .filter(|p| !p.is_empty()),
                 database: options.redis.database,
                 notify_config: options.redis.redis_notify_config,
-                poll_interval: std::time::Duration::from_secs(settings.interval),
+                poll_interval: std::time::Duration::from_secs(interval),
                 client_ca_keys: options.tls.client_ca_keys.clone(),
                 client_cert: options.tls.client_cert.clone(),
                 client_key: options.tls.client_key.clone(),

@@ -29,20 +29,24 @@ pub(crate) fn check(settings: Settings, data: &[PathBuf], exec: bool) -> anyhow:
     } else {
         data_backend(&settings, data)?
     };
-    let mut engine = load(settings, backend, exec)?;
+    let mut engine = load(settings, Ok(Arc::clone(&backend)), exec)?;
     if engine.resources().next().is_none() && engine.broken().is_empty() {
         anyhow::bail!("no template resources (*.toml) in {}", confd.display());
     }
+    // With --data, every source (named ones too) reads the data files.
     let data_error = if data.is_empty() {
         None
     } else {
-        match load_data(&engine, &engine.interest()) {
-            Ok(snapshot) => {
-                engine.set_data(snapshot);
-                None
+        let all = engine.all();
+        engine.sources_of(&all).into_iter().find_map(|s| {
+            match load_data(&backend, &engine.interest_in(s, &all)) {
+                Ok(snapshot) => {
+                    engine.set_data_of(s, snapshot);
+                    None
+                }
+                Err(e) => Some(format!("{e:#}")),
             }
-            Err(e) => Some(format!("{e:#}")),
-        }
+        })
     };
     let render = !data.is_empty() && data_error.is_none();
 
@@ -106,10 +110,14 @@ pub(crate) fn check(settings: Settings, data: &[PathBuf], exec: bool) -> anyhow:
 /// that fail to load are not reported (only `RESOURCE` is rendered).
 pub(crate) fn render(settings: Settings, wanted: &str, data: &[PathBuf]) -> anyhow::Result<u8> {
     let confd = settings.confd_dir();
-    let backend = if data.is_empty() {
-        crate::backend::build(&settings)?
+    let data_files = if data.is_empty() {
+        None
     } else {
-        data_backend(&settings, data)?
+        Some(data_backend(&settings, data)?)
+    };
+    let backend = match &data_files {
+        None => crate::backend::build(&settings),
+        Some(b) => Ok(Arc::clone(b)),
     };
     // Loaded as `exec` would: a resource meant for `sidekick exec` renders too
     // (rendering never signals anything).
@@ -118,8 +126,14 @@ pub(crate) fn render(settings: Settings, wanted: &str, data: &[PathBuf]) -> anyh
         Found::Loaded(i) => i,
         Found::Broken(message) => anyhow::bail!("{message}"),
     };
-    let snapshot = load_data(&engine, &engine.interest_of(&[i]))?;
-    engine.set_data(snapshot);
+    // Each source the resource reads, from its own backend (or the data files).
+    for s in engine.sources_of(&[i]) {
+        let from = data_files
+            .clone()
+            .unwrap_or_else(|| Arc::clone(engine.source_backend(s)));
+        let snapshot = load_data(&from, &engine.interest_in(s, &[i]))?;
+        engine.set_data_of(s, snapshot);
+    }
     let text = engine.render_to_memory(i).map_err(|message| {
         let file = engine
             .resources()
@@ -139,7 +153,11 @@ pub(crate) fn render(settings: Settings, wanted: &str, data: &[PathBuf]) -> anyh
 /// The engine with conf.d loaded, without the log lines loading writes (each
 /// command reports the resources it is about itself). `noop`: an engine that
 /// is not noop removes stale stage files, and these commands write nothing.
-fn load(mut settings: Settings, backend: Arc<dyn Backend>, exec: bool) -> anyhow::Result<Engine> {
+fn load(
+    mut settings: Settings,
+    backend: Result<Arc<dyn Backend>, crate::backend::BuildError>,
+    exec: bool,
+) -> anyhow::Result<Engine> {
     settings.noop = true;
     tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || {
         Engine::new(settings, backend, Reporter::Log, exec)
@@ -156,13 +174,16 @@ fn data_backend(settings: &Settings, data: &[PathBuf]) -> anyhow::Result<Arc<dyn
 }
 
 /// One `Backend::load` of `interest`, as `--onetime` does.
-fn load_data(engine: &Engine, interest: &sidekick_backend::Interest) -> anyhow::Result<Snapshot> {
+fn load_data(
+    backend: &Arc<dyn Backend>,
+    interest: &sidekick_backend::Interest,
+) -> anyhow::Result<Snapshot> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     runtime
-        .block_on(engine.backend().load(interest))
+        .block_on(backend.load(interest))
         .map_err(|e| anyhow::anyhow!(e))
 }
 

@@ -28,6 +28,7 @@ pub mod render;
 mod report;
 mod resource;
 mod shutdown;
+mod source;
 mod status;
 mod supervise;
 mod systemd;
@@ -113,7 +114,8 @@ fn real_main(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<u8> {
         }
     };
     init_logging(&settings)?;
-    let backend = backend::build(&settings)?;
+    // An error here fails the run only if a resource reads the global backend.
+    let backend = backend::build(&settings);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -33,6 +33,8 @@ mod rancher;
 #[cfg(feature = "redis")]
 mod redis;
 mod settings;
+#[cfg(all(feature = "etcd", feature = "vault"))]
+mod sources;
 mod tools;
 #[cfg(feature = "vault")]
 mod vault;

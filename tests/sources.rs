@@ -124,10 +124,11 @@ fn resource_backend_tables_override_the_global_backend_and_equal_ones_share() {
     )
     .unwrap()
     .text();
-    let up: Vec<&str> = metrics
+    let mut up: Vec<&str> = metrics
         .lines()
         .filter(|l| l.starts_with("sidekick_backend_up{"))
         .collect();
+    up.sort_unstable();
     assert_eq!(
         up,
         [

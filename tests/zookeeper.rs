@@ -328,7 +328,8 @@ fn kafka_brokers_registered_in_zookeeper_render_and_follow_their_sessions() {
         &dir.out("client.properties"),
         "bootstrap.servers=10.42.1.1:9092,10.42.1.2:9093\n",
     );
-    let server = dir.read("out/server.properties");
+    // Rendered in the same pass as client.properties, maybe just after it.
+    let server = p.wait_for_file_matching(&dir.out("server.properties"), "rendered", |_| true);
     assert!(
         server.contains("broker.id=1\n")
             && server.contains(

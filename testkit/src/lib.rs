@@ -9,6 +9,7 @@
 //!   blocking sessions to write to it.
 //! - [`vault`]: an in-process Vault server (or a real one).
 //! - [`redis`]: a real, throw-away redis-server process.
+//! - [`bench`]: what the backends' benchmark programs share.
 //! - [`dns`]: a tiny DNS server for `lookupSRV`.
 //! - [`tls`]: a CA with server and client certificates (rcgen).
 //! - [`process`], [`net`], [`temp`], [`wait`]: finding a server binary (a
@@ -22,6 +23,7 @@
 // Test-only crate: a panic is a failed test, so unwrap/expect are the point.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod bench;
 #[cfg(feature = "consul")]
 pub mod consul;
 #[cfg(feature = "dns")]

@@ -26,17 +26,11 @@ use futures::StreamExt;
 use serde_json::json;
 use sidekick_backend::{Backend, Interest, Update};
 use sidekick_backend_vault::{Auth, Mount, Timing, VaultBackend, VaultConfig};
+use sidekick_testkit::bench::{
+    confdir, cpu_ticks, env_num, ms, percentile, status_kb, Result, Stop,
+};
 use sidekick_testkit::vault::Vault;
 use sidekick_testkit::wait;
-
-type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
-
-fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// A small xorshift for the write phases (no crate for that).
 struct Rng(u64);
@@ -74,23 +68,6 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-fn confdir(base: &Path, name: &str, keys: &str, template: &str) -> Result<tempfile::TempDir> {
-    let dir = tempfile::Builder::new()
-        .prefix("sidekick-bench-")
-        .tempdir_in(base)?;
-    std::fs::create_dir_all(dir.path().join("conf.d"))?;
-    std::fs::create_dir_all(dir.path().join("templates"))?;
-    std::fs::write(dir.path().join(format!("templates/{name}.tmpl")), template)?;
-    std::fs::write(
-        dir.path().join(format!("conf.d/{name}.toml")),
-        format!(
-            "[template]\nsrc = \"{name}.tmpl\"\ndest = \"{}\"\nkeys = [\"{keys}\"]\n",
-            dir.path().join(format!("{name}.out")).display()
-        ),
-    )?;
-    Ok(dir)
-}
-
 fn spawn_watch(sidekick: &Path, vault: &Vault, dir: &Path, interval: u64) -> Result<Child> {
     Ok(Command::new(sidekick)
         .args(["--backend", "vault", "--node", &vault.url(), "--watch"])
@@ -103,24 +80,6 @@ fn spawn_watch(sidekick: &Path, vault: &Vault, dir: &Path, interval: u64) -> Res
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()?)
-}
-
-struct Stop(Child);
-
-impl Drop for Stop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.3} ms", d.as_secs_f64() * 1000.0)
 }
 
 fn latency(vault: &Vault, m: &str, sidekick: &Path, base: &Path) -> Result<()> {
@@ -276,29 +235,6 @@ fn backend_latency(vault: &Vault, m: &str) -> Result<()> {
         ms(percentile(&to_update, 0.99))
     );
     Ok(())
-}
-
-/// utime + stime in clock ticks, from /proc/PID/stat.
-fn cpu_ticks(pid: u32) -> Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let rest = stat.rsplit_once(')').ok_or("bad stat")?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(11).ok_or("no utime")?.parse()?;
-    let stime: u64 = fields.get(12).ok_or("no stime")?.parse()?;
-    Ok(utime + stime)
-}
-
-fn status_kb(pid: u32, field: &str) -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with(field))
-        .ok_or(format!("no {field}"))?;
-    Ok(line
-        .split_whitespace()
-        .nth(1)
-        .ok_or("bad status line")?
-        .parse()?)
 }
 
 fn idle(vault: &Vault, m: &str, sidekick: &Path, base: &Path, interval: u64) -> Result<()> {

@@ -72,6 +72,7 @@ fn bench_render(root: &Path, tree: &KeyTree, engine: TemplateEngine, src: &str) 
         catalog: None,
         backend: "bench",
         limits: Default::default(),
+        named: Vec::new(),
     });
     // Warm up once, then measure.
     let out = renderer.render(Arc::clone(&view)).expect("renders");

@@ -230,6 +230,55 @@ def kube_apiserver(store):
     return serve(Api)
 
 
+def vault_server(store):
+    """KV v2 mount `kv` with a token that looks itself up: LIST and read of
+    metadata (current_version), and data reads."""
+
+    class Vault(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            url = urlparse(self.path)
+            path = url.path
+            _, values = store.wait_past(0, 0)
+            if path == "/v1/auth/token/lookup-self":
+                body = {"data": {"ttl": 0, "renewable": False}}
+            elif path.startswith("/v1/kv/metadata/") and "list" in parse_qs(url.query):
+                d = path[len("/v1/kv/metadata/"):]
+                names = sorted({k[len(d):].split("/")[0] + ("/" if "/" in k[len(d):] else "")
+                                for k in values if k.startswith(d)})
+                body = {"data": {"keys": names}} if names else None
+            elif path.startswith("/v1/kv/metadata/"):
+                k = path[len("/v1/kv/metadata/"):]
+                v = values.get(k)
+                body = v and {"data": {"current_version": v[0], "versions": {
+                    str(v[0]): {"deletion_time": "", "destroyed": False}}}}
+            elif path.startswith("/v1/kv/data/"):
+                v = values.get(path[len("/v1/kv/data/"):])
+                body = v and {"data": {"data": v[1], "metadata": {"version": v[0]}}}
+            else:
+                body = None
+            data = json.dumps(body if body else {"errors": []}).encode()
+            self.send_response(200 if body else 404)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    return serve(Vault)
+
+
+def redis(port, *words):
+    """One command to a redis-server, in RESP; its reply is read and dropped."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
+        c.sendall(b"*%d\r\n" % len(words) + b"".join(
+            b"$%d\r\n%s\r\n" % (len(w.encode()), w.encode()) for w in words))
+        c.recv(1024)
+
+
 def stop(proc):
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=60)
@@ -281,11 +330,21 @@ with tempfile.TemporaryDirectory(prefix="sidekick-hot-") as tmp:
         f.write("app:\n" + "".join(f"  k{i:03}: value-{i}\n" for i in range(100)))
     dest = confdir(f"{tmp}/file", "app", "/app")
     file_args = ["--backend", "file", "--file", data]
-    proc, profile = grind(tmp, "file-watch", file_args + ["--watch", "--confdir", f"{tmp}/file"])
+    # With the operations endpoints on, scraped: their code is hot too.
+    ops = f"127.0.0.1:{free_port()}"
+    proc, profile = grind(tmp, "file-watch", file_args + ["--watch", "--confdir", f"{tmp}/file",
+                                                          "--metrics-addr", ops])
     wait_for(dest, "/app/k099=value-99")
     with open(data, "a") as f:
         f.write("  k100: added\n")
     wait_for(dest, "/app/k100=added")
+    for path in ["/metrics", "/healthz", "/readyz", "/metrics"]:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"http://{ops}{path}", timeout=30).read()
+                break
+            except OSError:
+                time.sleep(0.2)
     stop(proc)
     profiles.append(profile)
 
@@ -380,6 +439,51 @@ current-context: x
     stop(proc)
     api.shutdown()
     profiles.append(profile)
+
+    # 8. Vault --watch (it polls): 20 KV v2 secrets read, one changed.
+    store = Store({f"app/s{i:02}": (1, {"user": f"u{i}", "password": f"p{i}"}) for i in range(20)})
+    vault, vault_url = vault_server(store)
+    os.makedirs(f"{tmp}/vault", exist_ok=True)
+    dest = confdir(f"{tmp}/vault", "app", "/kv/app")
+    proc, profile = grind(tmp, "vault-watch", ["--backend", "vault", "--node", vault_url,
+                                               "--vault-token", "t", "--vault-mount", "kv",
+                                               "--watch", "--interval", "1",
+                                               "--confdir", f"{tmp}/vault"])
+    wait_for(dest, '/kv/app/s19={"password":"p19","user":"u19"}')
+    store.set("app/s05", (2, {"user": "changed", "password": "p5"}))
+    wait_for(dest, '"user":"changed"')
+    stop(proc)
+    vault.shutdown()
+    profiles.append(profile)
+
+    # 9. Redis --watch (keyspace notifications), when redis-server is there.
+    server = shutil.which("redis-server")
+    if server:
+        port = free_port()
+        rs = subprocess.Popen([server, "--port", str(port), "--save", "", "--appendonly", "no",
+                               "--dir", tmp], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            for _ in range(100):
+                try:
+                    redis(port, "PING")
+                    break
+                except OSError:
+                    time.sleep(0.1)
+            for i in range(100):
+                redis(port, "SET", f"/idle/k{i:03}", f"value-{i}")
+            dest = confdir(f"{tmp}/redis", "idle", "/idle")
+            proc, profile = grind(tmp, "redis-watch", ["--backend", "redis", "--node",
+                                                       f"redis://127.0.0.1:{port}",
+                                                       "--redis-notify-config", "--watch",
+                                                       "--confdir", f"{tmp}/redis"])
+            wait_for(dest, "/idle/k099=value-99")
+            redis(port, "SET", "/idle/k050", "changed")
+            wait_for(dest, "/idle/k050=changed")
+            stop(proc)
+            profiles.append(profile)
+        finally:
+            rs.terminate()
+            rs.wait()
 
     if DRY:
         print(f"hot-text: {len(profiles)} scenarios ran (dry run: nothing written)")

@@ -20,6 +20,12 @@ use sidekick_backend_file::FileBackend;
 use sidekick_backend_kubernetes::{KubernetesBackend, KubernetesConfig};
 #[cfg(feature = "rancher")]
 use sidekick_backend_rancher::{RancherBackend, RancherConfig};
+#[cfg(feature = "redis")]
+use sidekick_backend_redis::{RedisBackend, RedisConfig};
+#[cfg(feature = "vault")]
+use sidekick_backend_vault::{VaultBackend, VaultConfig};
+#[cfg(feature = "zookeeper")]
+use sidekick_backend_zookeeper::{ZookeeperBackend, ZookeeperConfig};
 
 use crate::config::{Settings, SettingsFile};
 
@@ -29,14 +35,29 @@ use crate::config::{Settings, SettingsFile};
 pub(crate) struct BackendOptions {
     #[command(flatten, next_help_heading = "File backend options")]
     pub file: FileOptions,
-    #[cfg(any(feature = "etcd", feature = "consul", feature = "rancher"))]
+    #[cfg(any(
+        feature = "etcd",
+        feature = "consul",
+        feature = "rancher",
+        feature = "zookeeper",
+        feature = "vault",
+        feature = "redis"
+    ))]
     #[command(flatten, next_help_heading = "Connection options")]
     pub connection: ConnectionOptions,
-    #[cfg(any(feature = "etcd", feature = "consul"))]
-    #[command(flatten, next_help_heading = "TLS options (etcd, Consul)")]
+    #[cfg(any(
+        feature = "etcd",
+        feature = "consul",
+        feature = "vault",
+        feature = "redis"
+    ))]
+    #[command(
+        flatten,
+        next_help_heading = "TLS options (etcd, Consul, Vault, Redis)"
+    )]
     pub tls: TlsOptions,
-    #[cfg(feature = "etcd")]
-    #[command(flatten, next_help_heading = "etcd options")]
+    #[cfg(any(feature = "etcd", feature = "zookeeper", feature = "redis"))]
+    #[command(flatten, next_help_heading = "Authentication (etcd, ZooKeeper, Redis)")]
     pub etcd: EtcdOptions,
     #[cfg(feature = "consul")]
     #[command(flatten, next_help_heading = "Consul options")]
@@ -47,18 +68,48 @@ pub(crate) struct BackendOptions {
     #[cfg(feature = "kubernetes")]
     #[command(flatten, next_help_heading = "Kubernetes options")]
     pub kubernetes: KubernetesOptions,
+    #[cfg(feature = "vault")]
+    #[command(flatten, next_help_heading = "Vault options")]
+    pub vault: VaultOptions,
+    #[cfg(feature = "redis")]
+    #[command(flatten, next_help_heading = "Redis options")]
+    pub redis: RedisOptions,
 }
 
 impl BackendOptions {
+    /// A `vault` source table that names no node or login takes Vault's own
+    /// environment (`VAULT_ADDR` is read when it is built, `VAULT_TOKEN` here).
+    pub fn vault_from_environment(&mut self) {
+        #[cfg(feature = "vault")]
+        {
+            let v = &mut self.vault;
+            if v.vault_token.is_none() && v.vault_role_id.is_none() && v.vault_k8s_role.is_none() {
+                v.vault_token = std::env::var("VAULT_TOKEN").ok().filter(|t| !t.is_empty());
+            }
+        }
+    }
+
     /// Each group's keys from the settings file.
     pub fn read(file: &mut SettingsFile) -> BackendOptions {
         BackendOptions {
             file: file.read(),
-            #[cfg(any(feature = "etcd", feature = "consul", feature = "rancher"))]
+            #[cfg(any(
+                feature = "etcd",
+                feature = "consul",
+                feature = "rancher",
+                feature = "zookeeper",
+                feature = "vault",
+                feature = "redis"
+            ))]
             connection: file.read(),
-            #[cfg(any(feature = "etcd", feature = "consul"))]
+            #[cfg(any(
+                feature = "etcd",
+                feature = "consul",
+                feature = "vault",
+                feature = "redis"
+            ))]
             tls: file.read(),
-            #[cfg(feature = "etcd")]
+            #[cfg(any(feature = "etcd", feature = "zookeeper", feature = "redis"))]
             etcd: file.read(),
             #[cfg(feature = "consul")]
             consul: file.read(),
@@ -66,6 +117,10 @@ impl BackendOptions {
             rancher: file.read(),
             #[cfg(feature = "kubernetes")]
             kubernetes: file.read(),
+            #[cfg(feature = "vault")]
+            vault: file.read(),
+            #[cfg(feature = "redis")]
+            redis: file.read(),
         }
     }
 }
@@ -90,7 +145,14 @@ pub(crate) struct FileOptions {
 }
 
 /// Where a network backend is (etcd, Consul, Rancher).
-#[cfg(any(feature = "etcd", feature = "consul", feature = "rancher"))]
+#[cfg(any(
+    feature = "etcd",
+    feature = "consul",
+    feature = "rancher",
+    feature = "zookeeper",
+    feature = "vault",
+    feature = "redis"
+))]
 #[derive(Clone, Default, Args, Deserialize)]
 #[serde(default)]
 pub(crate) struct ConnectionOptions {
@@ -118,7 +180,14 @@ pub(crate) struct ConnectionOptions {
     pub scheme: Option<String>,
 }
 
-#[cfg(any(feature = "etcd", feature = "consul", feature = "rancher"))]
+#[cfg(any(
+    feature = "etcd",
+    feature = "consul",
+    feature = "rancher",
+    feature = "zookeeper",
+    feature = "vault",
+    feature = "redis"
+))]
 impl ConnectionOptions {
     /// `--node`, or when none is given and `--srv-record`/`--srv-domain` is,
     /// the targets of that SRV record as `SCHEME://TARGET:PORT` (confd's
@@ -152,7 +221,12 @@ impl ConnectionOptions {
 }
 
 /// Client certificates and the CA to check the backend with (etcd, Consul).
-#[cfg(any(feature = "etcd", feature = "consul"))]
+#[cfg(any(
+    feature = "etcd",
+    feature = "consul",
+    feature = "vault",
+    feature = "redis"
+))]
 #[derive(Clone, Default, Args, Deserialize)]
 #[serde(default)]
 pub(crate) struct TlsOptions {
@@ -170,15 +244,16 @@ pub(crate) struct TlsOptions {
     pub client_ca_keys: Option<PathBuf>,
 }
 
-/// etcd's authentication.
-#[cfg(feature = "etcd")]
+/// etcd's authentication, also ZooKeeper's digest user and Redis's
+/// `AUTH [user] password`.
+#[cfg(any(feature = "etcd", feature = "zookeeper", feature = "redis"))]
 #[derive(Clone, Default, Args, Deserialize)]
 #[serde(default)]
 pub(crate) struct EtcdOptions {
-    /// User name for etcd auth
+    /// User name for etcd auth (ZooKeeper: digest user; Redis: an ACL user)
     #[arg(long, env = "SIDEKICK_USERNAME", value_name = "USER")]
     pub username: Option<String>,
-    /// Password for --username; never logged
+    /// Password for --username (Redis: AUTH; also SIDEKICK_REDIS_PASSWORD); never logged
     #[arg(
         long,
         env = "SIDEKICK_ETCD_PASSWORD",
@@ -234,8 +309,124 @@ pub(crate) struct KubernetesOptions {
     pub namespace: Option<String>,
 }
 
+/// How to log in to Vault and which KV mounts to read.
+#[cfg(feature = "vault")]
+#[derive(Clone, Default, Args, Deserialize)]
+#[serde(default)]
+pub(crate) struct VaultOptions {
+    /// Vault token; never logged
+    #[arg(
+        long,
+        env = "VAULT_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    #[serde(alias = "vault-token")]
+    pub vault_token: Option<String>,
+    /// Log in to Vault with AppRole: the role_id
+    #[arg(long, env = "SIDEKICK_VAULT_ROLE_ID", value_name = "ID")]
+    #[serde(alias = "vault-role-id")]
+    pub vault_role_id: Option<String>,
+    /// The AppRole secret_id for --vault-role-id; never logged
+    #[arg(
+        long,
+        env = "SIDEKICK_VAULT_SECRET_ID",
+        value_name = "ID",
+        hide_env_values = true
+    )]
+    #[serde(alias = "vault-secret-id")]
+    pub vault_secret_id: Option<String>,
+    /// Log in to Vault with the Kubernetes service-account JWT, as this Vault role
+    #[arg(long, env = "SIDEKICK_VAULT_K8S_ROLE", value_name = "ROLE")]
+    #[serde(alias = "vault-k8s-role")]
+    pub vault_k8s_role: Option<String>,
+    /// JWT file for --vault-k8s-role [default: /var/run/secrets/kubernetes.io/serviceaccount/token]
+    #[arg(long, env = "SIDEKICK_VAULT_K8S_JWT", value_name = "FILE")]
+    #[serde(alias = "vault-k8s-jwt")]
+    pub vault_k8s_jwt: Option<PathBuf>,
+    /// Path of the AppRole or Kubernetes auth method [default: approle, kubernetes]
+    #[arg(long, env = "SIDEKICK_VAULT_AUTH_MOUNT", value_name = "PATH")]
+    #[serde(alias = "vault-auth-mount")]
+    pub vault_auth_mount: Option<String>,
+    /// KV mount to read, MOUNT (KV v2) or MOUNT:1; repeatable [default: each key's first segment, its version asked of Vault]
+    #[arg(
+        long = "vault-mount",
+        env = "SIDEKICK_VAULT_MOUNT",
+        value_delimiter = ',',
+        value_name = "MOUNT[:1]"
+    )]
+    #[serde(alias = "vault-mount", alias = "vault_mount")]
+    pub vault_mounts: Vec<String>,
+}
+
+#[cfg(feature = "vault")]
+impl VaultOptions {
+    /// The login these settings ask for: AppRole or Kubernetes when their
+    /// flags are given (a `VAULT_TOKEN` in the environment is then unused),
+    /// else the token.
+    fn auth(&self) -> Result<Option<sidekick_backend_vault::Auth>, BuildError> {
+        use sidekick_backend_vault::Auth;
+        let mount = |default: &str| {
+            self.vault_auth_mount
+                .clone()
+                .unwrap_or_else(|| default.to_string())
+        };
+        match (&self.vault_role_id, &self.vault_k8s_role) {
+            (Some(_), Some(_)) => Err(BuildError::Settings {
+                message: "vault: give --vault-role-id (AppRole) or --vault-k8s-role (Kubernetes), \
+                          not both"
+                    .into(),
+            }),
+            (Some(role_id), None) => Ok(Some(Auth::AppRole {
+                role_id: role_id.clone(),
+                secret_id: self.vault_secret_id.clone(),
+                mount: mount("approle"),
+            })),
+            (None, Some(role)) => Ok(Some(Auth::Kubernetes {
+                role: role.clone(),
+                jwt_file: self
+                    .vault_k8s_jwt
+                    .clone()
+                    .unwrap_or_else(|| sidekick_backend_vault::DEFAULT_K8S_JWT.into()),
+                mount: mount("kubernetes"),
+            })),
+            (None, None) if self.vault_secret_id.is_some() => Err(BuildError::Settings {
+                message: "vault: --vault-secret-id needs --vault-role-id".into(),
+            }),
+            (None, None) => Ok(self.vault_token.clone().map(Auth::Token)),
+        }
+    }
+}
+
+/// Redis's database and keyspace notifications.
+#[cfg(feature = "redis")]
+#[derive(Clone, Default, Args, Deserialize)]
+#[serde(default)]
+pub(crate) struct RedisOptions {
+    /// Redis database number (SELECT) [default: the node's /N, else 0]
+    #[arg(long, env = "SIDEKICK_REDIS_DATABASE", value_name = "N")]
+    pub database: Option<i64>,
+    /// Let sidekick turn on the keyspace notifications the Redis watch needs
+    /// (CONFIG SET notify-keyspace-events) when they are off; without it, it polls
+    #[arg(long, env = "SIDEKICK_REDIS_NOTIFY_CONFIG", action = clap::ArgAction::Set, num_args = 0..=1,
+          require_equals = true, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new(), value_name = "BOOL")]
+    #[serde(alias = "redis-notify-config")]
+    pub redis_notify_config: bool,
+}
+
 /// Names `--backend` accepts today.
-pub(crate) const NAMES: &[&str] = &["file", "env", "etcdv3", "consul", "rancher", "kubernetes"];
+pub(crate) const NAMES: &[&str] = &[
+    "file",
+    "env",
+    "etcdv3",
+    "consul",
+    "rancher",
+    "kubernetes",
+    "zookeeper",
+    "vault",
+    "redis",
+];
 
 /// A backend that cannot be built from these settings.
 #[derive(Debug, thiserror::Error)]
@@ -251,8 +442,17 @@ pub(crate) enum BuildError {
 
 /// Builds the backend the settings name, from its group.
 pub(crate) fn build(settings: &Settings) -> Result<Arc<dyn Backend>, BuildError> {
-    let options = &settings.backends;
-    match settings.backend.as_str() {
+    build_kind(&settings.backend, &settings.backends, settings.interval)
+}
+
+/// Builds backend `kind` from `options`; `interval` is `--interval` (seconds),
+/// for the backends that poll.
+pub(crate) fn build_kind(
+    kind: &str,
+    options: &BackendOptions,
+    interval: u64,
+) -> Result<Arc<dyn Backend>, BuildError> {
+    match kind {
         "file" => {
             let file = &options.file;
             if file.files.is_empty() && file.services_file.is_none() {
@@ -269,7 +469,7 @@ pub(crate) fn build(settings: &Settings) -> Result<Arc<dyn Backend>, BuildError>
         #[cfg(feature = "etcd")]
         "etcdv3" | "etcd" => Ok(Arc::new(
             EtcdBackend::new(EtcdConfig {
-                endpoints: options.connection.resolve(&settings.backend)?,
+                endpoints: options.connection.resolve(kind)?,
                 username: options.etcd.username.clone(),
                 password: options.etcd.password.clone(),
                 client_cert: options.tls.client_cert.clone(),
@@ -306,6 +506,68 @@ pub(crate) fn build(settings: &Settings) -> Result<Arc<dyn Backend>, BuildError>
             })
             .map_err(|e| settings_error("kubernetes", e))?,
         )),
+        #[cfg(feature = "zookeeper")]
+        "zookeeper" => Ok(Arc::new(
+            ZookeeperBackend::new(ZookeeperConfig {
+                nodes: options.connection.resolve("zookeeper")?,
+                username: options.etcd.username.clone(),
+                password: options.etcd.password.clone(),
+            })
+            .map_err(|e| settings_error("zookeeper", e))?,
+        )),
+        #[cfg(feature = "vault")]
+        "vault" => {
+            let vault = &options.vault;
+            let mounts = vault
+                .vault_mounts
+                .iter()
+                .filter(|m| !m.trim().is_empty())
+                .map(|m| sidekick_backend_vault::Mount::parse(m))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| settings_error("vault", e))?;
+            let node = options
+                .connection
+                .resolve("vault")?
+                .first()
+                .cloned()
+                .or_else(|| {
+                    std::env::var("VAULT_ADDR")
+                        .ok()
+                        .filter(|a| !a.trim().is_empty())
+                });
+            Ok(Arc::new(
+                VaultBackend::new(VaultConfig {
+                    node,
+                    auth: vault.auth()?,
+                    mounts,
+                    ca_file: options.tls.client_ca_keys.clone(),
+                    cert_file: options.tls.client_cert.clone(),
+                    key_file: options.tls.client_key.clone(),
+                    interval,
+                })
+                .map_err(|e| settings_error("vault", e))?,
+            ))
+        }
+        #[cfg(feature = "redis")]
+        "redis" => Ok(Arc::new(
+            RedisBackend::new(RedisConfig {
+                nodes: options.connection.resolve("redis")?,
+                username: options.etcd.username.clone(),
+                password: options
+                    .etcd
+                    .password
+                    .clone()
+                    .or_else(|| std::env::var("SIDEKICK_REDIS_PASSWORD").ok())
+                    .filter(|p| !p.is_empty()),
+                database: options.redis.database,
+                notify_config: options.redis.redis_notify_config,
+                poll_interval: std::time::Duration::from_secs(interval),
+                client_ca_keys: options.tls.client_ca_keys.clone(),
+                client_cert: options.tls.client_cert.clone(),
+                client_key: options.tls.client_key.clone(),
+            })
+            .map_err(|e| settings_error("redis", e))?,
+        )),
         other if NAMES.contains(&other) || other == "etcd" || other == "k8s" => {
             Err(BuildError::NotBuilt {
                 name: other.to_string(),
@@ -329,7 +591,17 @@ fn settings_error(backend: &str, e: sidekick_backend::BackendError) -> BuildErro
     }
 }
 
-#[cfg(all(test, any(feature = "etcd", feature = "consul", feature = "rancher")))]
+#[cfg(all(
+    test,
+    any(
+        feature = "etcd",
+        feature = "consul",
+        feature = "rancher",
+        feature = "zookeeper",
+        feature = "vault",
+        feature = "redis"
+    )
+))]
 mod tests {
     use super::*;
 

@@ -110,6 +110,49 @@ pub(crate) enum Command {
         #[arg(long, value_name = "DIR")]
         out: Option<std::path::PathBuf>,
     },
+    /// Check every resource and its templates; writes nothing, runs nothing.
+    ///
+    /// Parses each conf.d resource and the templates it reads (either engine)
+    /// and, with --data, renders each to memory (limits and output_format
+    /// included). Prints one line per resource, errors with file and line, and
+    /// a summary; exits non-zero if any failed. Asks no backend.
+    Check {
+        /// Data file to render with (YAML, JSON or TOML, or a directory of them;
+        /// read as `--backend file --file F` reads it); repeatable
+        #[arg(long, value_name = "F")]
+        data: Vec<std::path::PathBuf>,
+        /// Load the resources as `sidekick exec` does (a `reload_signal` with no
+        /// `pid_file` or `process` then signals the child)
+        #[arg(long)]
+        exec: bool,
+    },
+    /// Print one resource's render to stdout; writes no file, runs nothing.
+    ///
+    /// The data is --data's, or one load from the backend the flags name (as
+    /// --onetime loads). Stdout gets exactly the bytes a run would write; an
+    /// error goes to stderr, with file and line, and the exit is non-zero.
+    Render {
+        /// The resource: its file under conf.d (with or without .toml) or its path
+        #[arg(value_name = "RESOURCE")]
+        resource: String,
+        /// Data file to render with (YAML, JSON or TOML, or a directory of them)
+        /// instead of the backend; repeatable
+        #[arg(long, value_name = "F")]
+        data: Vec<std::path::PathBuf>,
+    },
+    /// Print a completion script for SHELL to stdout (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout: sidekick(1), or with SUBCOMMAND
+    /// sidekick-SUBCOMMAND(1). `sidekick man | man -l -` reads it.
+    Man {
+        /// The subcommand whose page to print
+        #[arg(value_name = "SUBCOMMAND")]
+        subcommand: Option<String>,
+    },
 }
 
 /// How `exec` (and `dev -- CMD`) run the child.

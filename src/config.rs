@@ -33,6 +33,7 @@ use crate::backend::BackendOptions;
 use crate::cli::LogFormat;
 use crate::debounce::{parse_duration, Wait};
 use crate::render::TemplateEngine;
+use crate::source::{self, SourceSpec, TableKind};
 
 /// Everything a run needs: the core settings here, each backend's in its
 /// group under `backends`. Not `Debug`: the groups hold passwords and tokens,
@@ -50,7 +51,7 @@ pub(crate) struct Settings {
     #[arg(long, env = "SIDEKICK_CONFIG_FILE", value_name = "FILE")]
     #[serde(skip)]
     pub config_file: Option<PathBuf>,
-    /// Backend to read keys from: file, env, etcdv3, consul, rancher, kubernetes [default: file]
+    /// Backend to read keys from: file, env, etcdv3, consul, rancher, kubernetes, zookeeper, vault [default: file]
     #[arg(long, env = "SIDEKICK_BACKEND", value_name = "NAME")]
     pub backend: String,
     /// Debounce: render after MIN of quiet, at most MAX after the first change ("2s:10s").
@@ -128,6 +129,10 @@ pub(crate) struct Settings {
     #[command(flatten)]
     #[serde(skip)]
     pub backends: BackendOptions,
+    /// The `[backends.NAME]` tables of the settings file (`source.rs`), by name.
+    #[arg(skip)]
+    #[serde(skip)]
+    pub named: Vec<(String, SourceSpec)>,
 }
 
 impl Default for Settings {
@@ -156,6 +161,7 @@ impl Default for Settings {
             check_cmd_timeout: Duration::from_secs(30),
             reload_cmd_timeout: Duration::from_secs(60),
             backends: BackendOptions::default(),
+            named: Vec::new(),
         }
     }
 }
@@ -219,10 +225,24 @@ impl Settings {
             path: path.to_path_buf(),
             source,
         })?;
-        Settings::from_toml(&text).map_err(|e| ConfigError::Parse {
+        let mut settings = Settings::from_toml(&text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
             message: e.to_string(),
-        })
+        })?;
+        for name in source::named_tables(&text) {
+            let header = format!("backends.{name}");
+            match source::read_table(path, &text, &header, TableKind::Named) {
+                Ok(Some(spec)) => settings.named.push((name, spec)),
+                Ok(None) => {}
+                Err(e) => {
+                    return Err(ConfigError::Parse {
+                        path: path.to_path_buf(),
+                        message: format!("line {}: {}", e.line, e.message),
+                    })
+                }
+            }
+        }
+        Ok(settings)
     }
 
     /// The settings file over the defaults: the core keys, then each group's.
@@ -231,10 +251,20 @@ impl Settings {
         let mut settings: Settings = file.read();
         settings.backends = BackendOptions::read(&mut file);
         let confd: ConfdOnlyKeys = file.read();
+        // `[backends.NAME]` tables: read by `read_file`, one by one.
+        let _: NamedTables = file.read();
         let settings = file.finish(settings)?;
         confd.warn();
         Ok(settings)
     }
+}
+
+/// The `backends` key of the settings file, whose tables `source.rs` reads.
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct NamedTables {
+    #[allow(dead_code)] // Read only so that the key is known.
+    backends: Option<toml::Table>,
 }
 
 /// Keys of confd's `confd.toml` that sidekick has no setting for: the ones of
@@ -303,7 +333,8 @@ pub(crate) struct SettingsFile<'a> {
 }
 
 impl<'a> SettingsFile<'a> {
-    fn new(text: &'a str) -> SettingsFile<'a> {
+    /// A file's text, to be read group by group.
+    pub fn new(text: &'a str) -> SettingsFile<'a> {
         SettingsFile {
             text,
             known: Vec::new(),
@@ -323,7 +354,7 @@ impl<'a> SettingsFile<'a> {
 
     /// `value`, or the first error: a key that no group knows (a misspelt key
     /// is the likelier mistake), else a bad value.
-    fn finish<T>(self, value: T) -> Result<T, toml::de::Error> {
+    pub fn finish<T>(self, value: T) -> Result<T, toml::de::Error> {
         KnownKeys(&self.known).deserialize(toml::Deserializer::parse(self.text)?)?;
         match self.error {
             Some(e) => Err(e),

@@ -9,6 +9,9 @@ use std::sync::Arc;
 
 use sidekick_backend::{Backend, Catalog, Interest, KeyTree, Snapshot, Update};
 
+use crate::backend::BuildError;
+use crate::source::SourceSpec;
+
 use crate::config::Settings;
 use crate::debounce::Wait;
 use crate::dev::DevEvent;
@@ -52,11 +55,62 @@ struct Slot {
     write_failures: u32,
     /// When the executor was last told to reload for this resource.
     last_reload: Option<tokio::time::Instant>,
+    /// The source its own keys come from (0: the global backend).
+    source: usize,
+    /// The named sources its templates read.
+    reads: Vec<usize>,
 }
 
-/// What a batch of updates changed.
+/// One backend the engine reads (`source.rs`) and the data it holds of it.
+struct Source {
+    /// For logs and metrics: the backend's name (`etcdv3`) for the global
+    /// one, `BACKEND:NAME` for a named one, `BACKEND:RESOURCE` for a
+    /// resource's own.
+    label: String,
+    backend: Arc<dyn Backend>,
+    tree: Arc<KeyTree>,
+    catalog: Option<Arc<Catalog>>,
+    origin: Origin,
+}
+
+/// Where a source was declared.
+enum Origin {
+    /// The flags' `--backend`.
+    Global,
+    /// `[backends.NAME]`: templates read its `keys` relative to its `prefix`.
+    Named {
+        name: String,
+        prefix: String,
+        keys: Vec<String>,
+    },
+    /// A resource's `[backend]` table; equal tables share the source.
+    Table { identity: String },
+}
+
+impl Source {
+    fn new(label: String, backend: Arc<dyn Backend>, origin: Origin) -> Source {
+        Source {
+            label,
+            backend,
+            tree: Arc::new(KeyTree::new()),
+            catalog: None,
+            origin,
+        }
+    }
+
+    /// The prefixes of a named source that templates may read.
+    fn named_keys(&self) -> &[String] {
+        match &self.origin {
+            Origin::Named { keys, .. } => keys,
+            _ => &[],
+        }
+    }
+}
+
+/// What a batch of updates from one source changed.
 #[derive(Debug, Default)]
 pub(crate) struct Changes {
+    source: usize,
     keys: BTreeSet<String>,
     catalog: bool,
 }
@@ -135,11 +189,14 @@ fn reject_same_dest(slots: &mut Vec<Slot>) -> Vec<ResourceError> {
 pub(crate) struct Engine {
     settings: Settings,
     reporter: Reporter,
-    backend: Arc<dyn Backend>,
+    /// Source 0 is the global backend; the others are added as resources
+    /// that need them load, and kept (indices stay valid).
+    sources: Vec<Source>,
+    /// Why the global backend could not be built, when it could not: only
+    /// the resources that read it fail.
+    global_error: Option<String>,
     slots: Vec<Slot>,
     broken: Vec<ResourceError>,
-    tree: Arc<KeyTree>,
-    catalog: Option<Arc<Catalog>>,
     opts: pipeline::Options,
     telling: Telling,
     /// What the supervised child should get once this pass is over.
@@ -147,13 +204,24 @@ pub(crate) struct Engine {
 }
 
 impl Engine {
-    /// Reads conf.d and prepares the pipeline options.
+    /// Reads conf.d and prepares the pipeline options. `backend` is the
+    /// global one, as built from the flags: its error ends the run only when
+    /// some resource reads it (every resource may have a `[backend]` table).
     pub fn new(
         settings: Settings,
-        backend: Arc<dyn Backend>,
+        backend: Result<Arc<dyn Backend>, BuildError>,
         reporter: Reporter,
         exec: bool,
     ) -> anyhow::Result<Engine> {
+        let (global, global_error) = match backend {
+            Ok(b) => (b, None),
+            // A stand-in that is never read: no resource may use it.
+            Err(e) => (
+                Arc::new(sidekick_backend_env::EnvBackend::new()) as Arc<dyn Backend>,
+                Some(e.to_string()),
+            ),
+        };
+        let global = Source::new(global.name().to_string(), global, Origin::Global);
         let opts = pipeline::Options {
             noop: settings.noop,
             diff: settings.diff || reporter.is_dev(),
@@ -168,16 +236,20 @@ impl Engine {
         let mut engine = Engine {
             settings,
             reporter,
-            backend,
+            sources: vec![global],
+            global_error,
             slots: Vec::new(),
             broken: Vec::new(),
-            tree: Arc::new(KeyTree::new()),
-            catalog: None,
             opts,
             telling,
             child_actions: Vec::new(),
         };
         engine.load_resources()?;
+        if let Some(e) = &engine.global_error {
+            if engine.slots.iter().any(|s| s.source == 0) || engine.slots.is_empty() {
+                anyhow::bail!("{e}");
+            }
+        }
         if !engine.opts.noop && !engine.opts.keep_stage_file {
             for slot in &engine.slots {
                 pipeline::remove_stale_stages(&slot.resource.dest);
@@ -186,9 +258,41 @@ impl Engine {
         Ok(engine)
     }
 
-    /// The backend the data comes from.
-    pub fn backend(&self) -> &Arc<dyn Backend> {
-        &self.backend
+    /// How many sources there are; each has an index below this.
+    pub fn source_count(&self) -> usize {
+        self.sources.len()
+    }
+
+    /// Source `s`'s backend.
+    pub fn source_backend(&self, s: usize) -> &Arc<dyn Backend> {
+        &self.sources[s].backend
+    }
+
+    /// Source `s`'s name in logs and metrics.
+    pub fn source_label(&self, s: usize) -> &str {
+        &self.sources[s].label
+    }
+
+    /// The resources that read source `s`, as their own or by name.
+    pub fn readers_of(&self, s: usize) -> Vec<usize> {
+        (0..self.slots.len())
+            .filter(|&i| self.slots[i].source == s || self.slots[i].reads.contains(&s))
+            .collect()
+    }
+
+    /// The sources of resources `which` (their own and the named ones they
+    /// read), in order.
+    pub fn sources_of(&self, which: &[usize]) -> Vec<usize> {
+        let mut out: Vec<usize> = which
+            .iter()
+            .flat_map(|&i| {
+                let slot = &self.slots[i];
+                std::iter::once(slot.source).chain(slot.reads.iter().copied())
+            })
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
     }
 
     /// How results are reported.
@@ -211,18 +315,25 @@ impl Engine {
         let mut slots = Vec::new();
         self.broken.clear();
         let templates_dir = self.settings.templates_dir();
+        let named: Vec<String> = self.settings.named.iter().map(|(n, _)| n.clone()).collect();
+        let prefix = self.settings.prefix.clone();
         let ctx = LoadContext {
             templates_dir: &templates_dir,
-            prefix: &self.settings.prefix,
+            prefix: &prefix,
             wait: self.settings.wait,
             exec: self.telling.exec,
             engine: self.settings.template_engine,
             check_cmd_timeout: self.settings.check_cmd_timeout,
             reload_cmd_timeout: self.settings.reload_cmd_timeout,
+            named: &named,
         };
         for file in files {
-            match Resource::load(&file, &ctx) {
-                Ok(resource) => {
+            let loaded = Resource::load(&file, &ctx).and_then(|resource| {
+                let (source, reads) = self.sources_for(&resource)?;
+                Ok((resource, source, reads))
+            });
+            match loaded {
+                Ok((resource, source, reads)) => {
                     let old = self.slots.iter().find(|s| s.resource.file == file);
                     slots.push(Slot {
                         resource,
@@ -230,6 +341,8 @@ impl Engine {
                         rendered: old.is_some_and(|s| s.rendered),
                         write_failures: 0,
                         last_reload: old.and_then(|s| s.last_reload),
+                        source,
+                        reads,
                     });
                 }
                 Err(e) => {
@@ -249,71 +362,135 @@ impl Engine {
         Ok(())
     }
 
-    /// The keys and catalog the loaded resources need.
-    pub fn interest(&self) -> Interest {
-        let visible: Vec<&str> = self
-            .slots
-            .iter()
-            .flat_map(|s| s.resource.visible.iter().map(String::as_str))
-            .collect();
-        Interest {
-            prefixes: sidekick_backend::minimal_prefixes(&visible),
-            services: self.backend.has_catalog()
-                && self.slots.iter().any(|s| s.resource.uses_catalog),
+    /// The source resource `resource` reads its keys from, and the named
+    /// sources it reads; each built on first use. A source that cannot be
+    /// built fails the resource, naming its table.
+    fn sources_for(&mut self, resource: &Resource) -> Result<(usize, Vec<usize>), ResourceError> {
+        let invalid = |line: usize, message: String| ResourceError::Invalid {
+            file: resource.file.clone(),
+            line,
+            message,
+        };
+        let interval = self.settings.interval;
+        let source = match &resource.backend {
+            None => {
+                if let Some(e) = &self.global_error {
+                    return Err(invalid(1, format!("the global backend: {e}")));
+                }
+                0
+            }
+            Some(spec) => {
+                let same = |s: &Source| matches!(&s.origin, Origin::Table { identity } if *identity == spec.identity);
+                match self.sources.iter().position(same) {
+                    Some(s) => s,
+                    None => {
+                        let backend = spec
+                            .build(interval)
+                            .map_err(|e| invalid(spec.line, format!("[backend]: {e}")))?;
+                        let label = format!("{}:{}", backend.name(), resource.name);
+                        let identity = spec.identity.clone();
+                        self.sources
+                            .push(Source::new(label, backend, Origin::Table { identity }));
+                        self.sources.len() - 1
+                    }
+                }
+            }
+        };
+        let mut reads = Vec::new();
+        for name in &resource.reads {
+            let same = |s: &Source| matches!(&s.origin, Origin::Named { name: n, .. } if n == name);
+            let s = match self.sources.iter().position(same) {
+                Some(s) => s,
+                None => {
+                    let Some((_, spec)) = self.settings.named.iter().find(|(n, _)| n == name)
+                    else {
+                        return Err(invalid(1, format!("backend {name:?} is not declared")));
+                    };
+                    let spec: &SourceSpec = spec;
+                    let backend = spec.build(interval).map_err(|e| {
+                        invalid(1, format!("its templates read backend {name:?}: {e}"))
+                    })?;
+                    let label = format!("{}:{name}", backend.name());
+                    let origin = Origin::Named {
+                        name: name.clone(),
+                        prefix: spec.prefix.clone(),
+                        keys: spec.keys.clone(),
+                    };
+                    self.sources.push(Source::new(label, backend, origin));
+                    self.sources.len() - 1
+                }
+            };
+            reads.push(s);
         }
+        Ok((source, reads))
     }
 
-    /// Replaces all data with a snapshot; returns what changed.
-    fn replace(&mut self, snapshot: Snapshot) -> Changes {
-        let keys = self.tree.changed_keys(&snapshot.keys);
-        let old_catalog = self.catalog.clone();
-        self.set_data(snapshot);
+    /// The keys and catalog the loaded resources need of source `s`: none
+    /// when no resource reads it.
+    pub fn source_interest(&self, s: usize) -> Interest {
+        self.interest_in(s, &self.all())
+    }
+
+    /// Replaces source `s`'s data with a snapshot; returns what changed.
+    fn replace(&mut self, s: usize, snapshot: Snapshot) -> Changes {
+        let source = &self.sources[s];
+        let keys = source.tree.changed_keys(&snapshot.keys);
+        let old_catalog = source.catalog.clone();
+        self.set_data_of(s, snapshot);
         Changes {
+            source: s,
             keys,
-            catalog: self.catalog != old_catalog,
+            catalog: self.sources[s].catalog != old_catalog,
         }
     }
 
-    /// Takes a snapshot as the data, without working out what changed: for the
-    /// first load, after which every resource renders anyway.
-    pub fn set_data(&mut self, snapshot: Snapshot) {
-        self.tree = Arc::new(snapshot.keys);
-        self.catalog = snapshot.catalog.map(Arc::new);
+    /// Takes a snapshot as source `s`'s data, without working out what
+    /// changed: for the first load, after which every resource renders anyway.
+    pub fn set_data_of(&mut self, s: usize, snapshot: Snapshot) {
+        let source = &mut self.sources[s];
+        source.tree = Arc::new(snapshot.keys);
+        source.catalog = snapshot.catalog.map(Arc::new);
     }
 
-    /// Takes the first batch of a stream (a snapshot, maybe followed by more
-    /// updates) as the data, without working out what changed.
-    pub fn set_first(&mut self, mut batch: Vec<Update>) {
+    /// Takes the first batch of source `s`'s stream (a snapshot, maybe
+    /// followed by more updates) as its data, without working out what changed.
+    pub fn set_first(&mut self, s: usize, mut batch: Vec<Update>) {
         if let Some(Update::Snapshot(_)) = batch.first() {
             if let Update::Snapshot(snapshot) = batch.remove(0) {
-                self.set_data(snapshot);
+                self.set_data_of(s, snapshot);
             }
         }
-        self.apply(batch);
+        self.apply(s, batch);
     }
 
-    /// Applies one batch from a watch.
-    pub fn apply(&mut self, updates: Vec<Update>) -> Changes {
-        let mut changes = Changes::default();
+    /// Applies one batch from source `s`'s watch.
+    pub fn apply(&mut self, s: usize, updates: Vec<Update>) -> Changes {
+        let mut changes = Changes {
+            source: s,
+            ..Changes::default()
+        };
         for update in updates {
             match update {
-                Update::Snapshot(s) => changes.merge(self.replace(s)),
+                Update::Snapshot(snapshot) => changes.merge(self.replace(s, snapshot)),
                 Update::Put { key, value } => {
-                    let tree = Arc::make_mut(&mut self.tree);
+                    let tree = Arc::make_mut(&mut self.sources[s].tree);
                     if tree.get(&key) != Some(value.as_str()) {
                         tree.insert(&key, value);
                         changes.keys.insert(key);
                     }
                 }
                 Update::Delete { key } => {
-                    if Arc::make_mut(&mut self.tree).remove(&key).is_some() {
+                    if Arc::make_mut(&mut self.sources[s].tree)
+                        .remove(&key)
+                        .is_some()
+                    {
                         changes.keys.insert(key);
                     }
                 }
                 Update::Catalog(c) => {
                     let c = Some(Arc::new(c));
-                    if c != self.catalog {
-                        self.catalog = c;
+                    if c != self.sources[s].catalog {
+                        self.sources[s].catalog = c;
                         changes.catalog = true;
                     }
                 }
@@ -322,12 +499,22 @@ impl Engine {
         changes
     }
 
-    /// Indices of resources a change touches.
+    /// Indices of resources a change touches: those that read their keys from
+    /// its source, and those whose templates read it by name.
     pub fn affected(&self, changes: &Changes) -> Vec<usize> {
+        let s = changes.source;
+        let named = self.sources[s].named_keys();
         (0..self.slots.len())
             .filter(|&i| {
-                let r = &self.slots[i].resource;
-                (changes.catalog && r.uses_catalog) || r.visible.iter().any(|p| changes.touches(p))
+                let slot = &self.slots[i];
+                let r = &slot.resource;
+                let own = slot.source == s
+                    && ((changes.catalog && r.uses_catalog)
+                        || r.visible.iter().any(|p| changes.touches(p)));
+                let by_name = slot.reads.contains(&s)
+                    && ((changes.catalog && r.uses_catalog)
+                        || named.iter().any(|p| changes.touches(p)));
+                own || by_name
             })
             .collect()
     }
@@ -364,20 +551,48 @@ impl Engine {
         report
     }
 
-    fn process_one(&mut self, i: usize, report: &mut Report) {
-        let slot = &self.slots[i];
-        let visible_keys = slot
-            .resource
+    /// How many keys resource `slot` can see, in its own source and the
+    /// named ones it reads.
+    fn visible_keys(&self, slot: &Slot) -> usize {
+        let own = &self.sources[slot.source].tree;
+        let named = slot.reads.iter().flat_map(|&s| {
+            let source = &self.sources[s];
+            source
+                .named_keys()
+                .iter()
+                .map(|p| source.tree.under(p).count())
+        });
+        slot.resource
             .visible
             .iter()
-            .map(|p| self.tree.under(p).count())
-            .sum::<usize>();
+            .map(|p| own.under(p).count())
+            .chain(named)
+            .sum()
+    }
+
+    /// The redactor for resource `slot`: the secret values it can see in
+    /// every source it reads.
+    fn redactor(&self, slot: &Slot) -> Redactor {
+        let own = &self.sources[slot.source];
+        let named = slot.reads.iter().map(|&s| {
+            let source = &self.sources[s];
+            (&*source.backend, &*source.tree, source.named_keys())
+        });
+        Redactor::for_reads(
+            std::iter::once((&*own.backend, &*own.tree, slot.resource.visible.as_slice()))
+                .chain(named),
+        )
+    }
+
+    fn process_one(&mut self, i: usize, report: &mut Report) {
+        let slot = &self.slots[i];
+        let visible_keys = self.visible_keys(slot);
         let name = slot.resource.name.clone();
         if let Some(why) = self.keep_on_empty(slot, visible_keys) {
             tracing::warn!(
                 resource = %name,
                 dest = %slot.resource.dest.display(),
-                backend = self.backend.name(),
+                backend = self.sources[slot.source].label.as_str(),
                 before = slot.last_keys,
                 "backend returned no keys for the resource's prefixes {why}; keeping the last good file \
                  (allow_empty = true lets an empty answer through)"
@@ -388,7 +603,7 @@ impl Engine {
         }
         let started = std::time::Instant::now();
         let dest = slot.resource.dest.display().to_string();
-        let redact = Redactor::for_keys(&*self.backend, &self.tree, &slot.resource.visible);
+        let redact = self.redactor(slot);
         let result = self.render_and_swap(i, &redact);
         // Only a render that went through counts: after a failed one the
         // destination still holds what an earlier run wrote.
@@ -457,7 +672,7 @@ impl Engine {
             return None;
         }
         let catalog_has_services = r.uses_catalog
-            && self
+            && self.sources[slot.source]
                 .catalog
                 .as_ref()
                 .is_some_and(|c| !c.services().is_empty());
@@ -477,33 +692,22 @@ impl Engine {
     /// Renders resource `i` and brings its destination in line (up to the swap).
     /// Every message it returns has `redact`'s secret values masked.
     fn render_and_swap(&self, i: usize, redact: &Redactor) -> Result<Outcome, Failure> {
-        let resource = &self.slots[i].resource;
-        let view = Arc::new(View {
-            keys: Arc::clone(&self.tree),
-            prefix: resource.prefix.clone(),
-            visible: resource.visible.clone(),
-            catalog: self.catalog.clone(),
-            backend: self.backend.name(),
-            limits: Limits {
-                max_bytes: Some(resource.max_output),
-                timeout: Some(resource.render_timeout),
-            },
-        });
-        let content = resource.renderer.render(view).map_err(|e| {
-            let mut message = redact.apply(&e.to_string());
-            if matches!(e, RenderError::Limit { .. }) {
-                message = format!("{message}; {} not written", resource.dest.display());
-            }
-            Failure {
-                message,
-                reason: "render",
-                retry: false,
-            }
-        })?;
+        let slot = &self.slots[i];
+        let resource = &slot.resource;
+        let content = self.render_content(i, redact)?;
         // A diff of secret values shows only a size.
-        let backend = &self.backend;
+        let backend = &self.sources[slot.source].backend;
+        let named_secret = slot.reads.iter().any(|&s| {
+            let source = &self.sources[s];
+            source
+                .named_keys()
+                .iter()
+                .any(|p| source.backend.is_secret(p))
+        });
         let secret = self.opts.diff
-            && (!redact.is_empty() || resource.visible.iter().any(|p| backend.is_secret(p)));
+            && (!redact.is_empty()
+                || named_secret
+                || resource.visible.iter().any(|p| backend.is_secret(p)));
         pipeline::apply(resource, &content, &self.opts, secret, redact).map_err(|e| Failure {
             message: redact.apply(&e.to_string()),
             reason: e.reason(),
@@ -527,9 +731,9 @@ impl Engine {
         broken.chain(pending).collect()
     }
 
-    /// How many keys the data holds.
-    pub fn key_count(&self) -> usize {
-        self.tree.len()
+    /// How many keys source `s` holds.
+    pub fn key_count(&self, s: usize) -> usize {
+        self.sources[s].tree.len()
     }
 
     /// What the supervised child should get after the passes so far.
@@ -570,5 +774,116 @@ impl Engine {
                     .collect()
             }
         }
+    }
+
+    /// Renders resource `i` to memory: the render step of every pass, with its
+    /// limits (`max_output`, `render_timeout`). The error has `redact`'s secret
+    /// values masked.
+    fn render_content(&self, i: usize, redact: &Redactor) -> Result<String, Failure> {
+        let slot = &self.slots[i];
+        let resource = &slot.resource;
+        let limits = Limits {
+            max_bytes: Some(resource.max_output),
+            timeout: Some(resource.render_timeout),
+        };
+        let named = slot
+            .reads
+            .iter()
+            .filter_map(|&s| {
+                let source = &self.sources[s];
+                let Origin::Named { name, prefix, keys } = &source.origin else {
+                    return None;
+                };
+                let view = View {
+                    keys: Arc::clone(&source.tree),
+                    prefix: prefix.clone(),
+                    visible: keys.clone(),
+                    catalog: source.catalog.clone(),
+                    backend: source.backend.name(),
+                    limits,
+                    named: Vec::new(),
+                };
+                Some((name.clone(), Arc::new(view)))
+            })
+            .collect();
+        let own = &self.sources[slot.source];
+        let view = Arc::new(View {
+            keys: Arc::clone(&own.tree),
+            prefix: resource.prefix.clone(),
+            visible: resource.visible.clone(),
+            catalog: own.catalog.clone(),
+            backend: own.backend.name(),
+            limits,
+            named,
+        });
+        resource.renderer.render(view).map_err(|e| {
+            let mut message = redact.apply(&e.to_string());
+            if matches!(e, RenderError::Limit { .. }) {
+                message = format!("{message}; {} not written", resource.dest.display());
+            }
+            Failure {
+                message,
+                reason: "render",
+                retry: false,
+            }
+        })
+    }
+
+    // What `sidekick check` and `sidekick render` (src/check.rs) use: the
+    // engine's loading and its render step, without the pipeline.
+
+    /// The loaded resources; resource `i` is the `i`th.
+    pub fn resources(&self) -> impl Iterator<Item = &Resource> {
+        self.slots.iter().map(|s| &s.resource)
+    }
+
+    /// The conf.d files that did not load, each with why.
+    pub fn broken(&self) -> &[ResourceError] {
+        &self.broken
+    }
+
+    /// The keys and catalog resources `which` need of source `s`: the keys
+    /// of those that read theirs from it, and its declared keys when one
+    /// reads it by name.
+    pub fn interest_in(&self, s: usize, which: &[usize]) -> Interest {
+        let source = &self.sources[s];
+        let own = || {
+            which
+                .iter()
+                .map(|&i| &self.slots[i])
+                .filter(|x| x.source == s)
+        };
+        let by_name = || {
+            which
+                .iter()
+                .map(|&i| &self.slots[i])
+                .filter(|x| x.reads.contains(&s))
+        };
+        let mut visible: Vec<&str> = own()
+            .flat_map(|x| x.resource.visible.iter().map(String::as_str))
+            .collect();
+        if by_name().next().is_some() {
+            visible.extend(source.named_keys().iter().map(String::as_str));
+        }
+        Interest {
+            prefixes: sidekick_backend::minimal_prefixes(&visible),
+            services: source.backend.has_catalog()
+                && own().chain(by_name()).any(|x| x.resource.uses_catalog),
+        }
+    }
+
+    /// Renders resource `i` from the data held now and checks its
+    /// `output_format`, as a pass does before staging, and returns the text
+    /// instead of writing it. The error names the template's file and line,
+    /// with secret values masked.
+    pub fn render_to_memory(&self, i: usize) -> Result<String, String> {
+        let resource = &self.slots[i].resource;
+        let redact = self.redactor(&self.slots[i]);
+        let content = self.render_content(i, &redact).map_err(|f| f.message)?;
+        if let Some(format) = resource.output_format {
+            pipeline::validate_format(format, &content)
+                .map_err(|e| redact.apply(&e.to_string()))?;
+        }
+        Ok(content)
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
-use sidekick_backend::{Backend, BackendError, Backoff, Update, UpdateStream};
+use sidekick_backend::{Backend, BackendError, Backoff, Interest, Update, UpdateStream};
 
 use crate::config::Settings;
 use crate::debounce::Debouncer;
@@ -48,8 +48,8 @@ enum Event {
     Shutdown,
     /// The supervised child is gone, with this exit code.
     ChildGone(i32),
-    /// An item of the backend's stream; `None` when it ended.
-    Backend(Option<Result<Vec<Update>, BackendError>>),
+    /// An item of source `.0`'s stream; `None` when it ended.
+    Backend(usize, Option<Result<Vec<Update>, BackendError>>),
     /// A debounce deadline passed.
     Due,
     /// A dev-mode save; `None` when the dev watcher stopped.
@@ -80,6 +80,22 @@ struct Ops {
     _endpoints: Endpoints,
 }
 
+/// One source's stream (`source.rs`) and how it is doing.
+#[derive(Default)]
+struct Feed {
+    /// `None` while no resource reads the source.
+    stream: Option<UpdateStream>,
+    /// What the stream was opened for.
+    interest: Option<Interest>,
+    /// It is failing (an error came after its last good batch).
+    down: bool,
+    /// It was (re)opened for a new interest: its first batch replaces the
+    /// source's data and every resource reading it renders.
+    resync: bool,
+    /// It has answered once.
+    answered: bool,
+}
+
 /// What to do after an event.
 enum Flow {
     Continue,
@@ -92,16 +108,14 @@ struct Loop {
     engine: Option<Engine>,
     shutdown: Shutdown,
     supervisor: Option<Supervisor>,
-    stream: Option<UpdateStream>,
+    /// One per source, by the engine's source index.
+    feeds: Vec<Feed>,
+    /// The feed polled first next time, so that a busy one cannot starve the others.
+    next_feed: usize,
     dev: Option<DevWatcher>,
     debouncer: Debouncer,
     watch: bool,
     interval: Duration,
-    /// The backend is failing (an error came after the last good batch).
-    down: bool,
-    /// The stream was restarted for a new interest: its first batch replaces
-    /// the data and every resource renders.
-    resync: bool,
     ops: Option<Ops>,
     watchdog: Option<tokio::time::Interval>,
     /// The child ended while a pass ran: exit with this code after it.
@@ -114,7 +128,7 @@ struct Loop {
 /// child ends. Returns the exit code.
 pub(crate) async fn run(
     settings: Settings,
-    backend: Arc<dyn Backend>,
+    backend: Result<Arc<dyn Backend>, crate::backend::BuildError>,
     mode: Mode,
     exec: Option<ExecSpec>,
 ) -> anyhow::Result<i32> {
@@ -137,13 +151,15 @@ pub(crate) async fn run(
     let mut engine = Engine::new(settings, backend, reporter, exec.is_some())?;
 
     if onetime && exec.is_none() {
-        let interest = engine.interest();
-        let backend = Arc::clone(engine.backend());
-        let snapshot = tokio::select! {
-            loaded = backend.load(&interest) => loaded.map_err(|e| anyhow::anyhow!(e))?,
-            _ = shutdown.recv() => return Ok(interrupted_code()),
-        };
-        engine.set_data(snapshot);
+        for s in engine.sources_of(&engine.all()) {
+            let interest = engine.source_interest(s);
+            let backend = Arc::clone(engine.source_backend(s));
+            let snapshot = tokio::select! {
+                loaded = backend.load(&interest) => loaded.map_err(|e| anyhow::anyhow!(e))?,
+                _ = shutdown.recv() => return Ok(interrupted_code()),
+            };
+            engine.set_data_of(s, snapshot);
+        }
         // On a worker thread, as every pass (a `reload_url` call blocks on
         // the runtime, which the runtime's own thread cannot).
         let (engine, report) = tokio::task::spawn_blocking(move || {
@@ -201,10 +217,7 @@ pub(crate) async fn run(
     let ops = match &settings_ops.metrics_addr {
         Some(addr) => {
             let handle = metrics::install()?;
-            let status = Arc::new(Status::new(
-                engine.backend().name(),
-                settings_ops.ready_timeout,
-            ));
+            let status = Arc::new(Status::new(settings_ops.ready_timeout));
             status.set_not_ready(engine.not_ready());
             let (tx, pings) = tokio::sync::mpsc::channel(16);
             let endpoints = endpoints::start(addr, handle, Arc::clone(&status), tx).await?;
@@ -226,28 +239,25 @@ pub(crate) async fn run(
         engine: Some(engine),
         shutdown,
         supervisor,
-        stream: None,
+        feeds: Vec::new(),
+        next_feed: 0,
         dev,
         debouncer: Debouncer::default(),
         watch,
         interval,
-        down: false,
-        resync: false,
         ops,
         watchdog,
         child_exit: None,
         stop: false,
     };
-    lp.stream = Some(lp.open_stream());
+    lp.open_feeds();
 
-    // First render: wait for the stream's first batch (a snapshot); nothing
+    // First render: wait for every stream's first batch (a snapshot); nothing
     // is written before. A SIGINT/SIGTERM meanwhile stops sidekick (no child
     // started yet).
-    let Some(first) = lp.first_batch().await? else {
+    if !lp.first_batches().await? {
         return Ok(0);
-    };
-    lp.engine_mut().set_first(first);
-    lp.data_changed();
+    }
     let report = lp.pass(Which::All).await?;
     lp.schedule_retries(&report.retry);
     // The child starts with the files as they are now.
@@ -258,7 +268,7 @@ pub(crate) async fn run(
     }
     if onetime {
         // `exec --onetime`: render once, then only supervise.
-        lp.stream = None;
+        lp.feeds.clear();
     }
 
     // A SIGINT/SIGTERM that came during the first render: stop before anything
@@ -361,17 +371,47 @@ impl Loop {
         }
     }
 
-    /// The backend's watch for the current interest, or a poll in the same
-    /// shape when the backend cannot watch or `--watch` is off.
-    fn open_stream(&self) -> UpdateStream {
-        let backend = self.engine().backend();
-        let interest = self.engine().interest();
+    /// Opens the stream of every source whose interest changed (or that is
+    /// new) and closes those no resource reads any more. Returns the sources
+    /// opened: each one's first batch replaces its data ([`Feed::resync`]).
+    fn open_feeds(&mut self) -> Vec<usize> {
+        let engine = self.engine();
+        let count = engine.source_count();
+        let used = engine.sources_of(&engine.all());
+        let wanted: Vec<Option<Interest>> = (0..count)
+            .map(|s| used.contains(&s).then(|| engine.source_interest(s)))
+            .collect();
+        self.feeds.resize_with(count, Feed::default);
+        let mut opened = Vec::new();
+        for (s, interest) in wanted.into_iter().enumerate() {
+            if self.feeds[s].interest == interest {
+                continue;
+            }
+            let stream = interest.as_ref().map(|i| self.open_stream(s, i.clone()));
+            if let (Some(ops), Some(_)) = (&self.ops, &stream) {
+                ops.status.expect(self.engine().source_label(s));
+            }
+            let feed = &mut self.feeds[s];
+            feed.resync = stream.is_some();
+            feed.stream = stream;
+            feed.interest = interest;
+            if feed.stream.is_some() {
+                opened.push(s);
+            }
+        }
+        opened
+    }
+
+    /// Source `s`'s watch for `interest`, or a poll in the same shape when
+    /// the backend cannot watch or `--watch` is off.
+    fn open_stream(&self, s: usize, interest: Interest) -> UpdateStream {
+        let backend = self.engine().source_backend(s);
         if self.watch {
             if let Some(stream) = backend.watch(&interest) {
                 return stream;
             }
             tracing::warn!(
-                backend = backend.name(),
+                backend = self.engine().source_label(s),
                 interval = self.interval.as_secs(),
                 "backend cannot watch; polling instead"
             );
@@ -379,13 +419,14 @@ impl Loop {
         sidekick_backend::poll(Arc::clone(backend), interest, self.interval, poll_backoff())
     }
 
-    /// Waits for the first good batch of the stream, logging errors on the
-    /// way. `None` when told to stop first.
-    async fn first_batch(&mut self) -> anyhow::Result<Option<Vec<Update>>> {
-        loop {
-            let item = tokio::select! {
-                item = next_update(&mut self.stream) => item,
-                _ = self.shutdown.recv() => return Ok(None),
+    /// Waits for the first good batch of every stream and takes each as its
+    /// source's data, logging errors on the way. False when told to stop
+    /// first.
+    async fn first_batches(&mut self) -> anyhow::Result<bool> {
+        while self.feeds.iter().any(|f| f.stream.is_some() && !f.answered) {
+            let (s, item) = tokio::select! {
+                next = next_update(&mut self.feeds, &mut self.next_feed) => next,
+                _ = self.shutdown.recv() => return Ok(false),
                 Some(ping) = next_ping(&mut self.ops) => {
                     let _ = ping.send(());
                     continue;
@@ -397,25 +438,28 @@ impl Loop {
             };
             match item {
                 Some(Ok(batch)) => {
-                    self.answered(batch.len());
-                    return Ok(Some(batch));
+                    self.answered(s, batch.len());
+                    self.feeds[s].resync = false;
+                    self.engine_mut().set_first(s, batch);
+                    self.data_changed(s);
                 }
                 Some(Err(e)) => {
-                    if !self.down {
+                    if !self.feeds[s].down {
                         tracing::error!(
-                            backend = self.engine().backend().name(),
+                            backend = self.engine().source_label(s),
                             "initial load failed, retrying: {e}"
                         );
                         self.engine().reporter().console_error(&e.to_string());
                     }
-                    self.went_down();
+                    self.went_down(s);
                 }
                 None => anyhow::bail!(
                     "{}: the backend stopped before its first answer (see above)",
-                    self.engine().backend().name()
+                    self.engine().source_label(s)
                 ),
             }
         }
+        Ok(true)
     }
 
     /// Waits for the next event.
@@ -429,7 +473,7 @@ impl Loop {
                     Event::ChildGone(code)
                 }
             },
-            item = next_update(&mut self.stream) => Event::Backend(item),
+            (s, item) = next_update(&mut self.feeds, &mut self.next_feed) => Event::Backend(s, item),
             _ = sleep_until_due(due) => Event::Due,
             event = next_dev_event(&mut self.dev) => Event::Dev(event),
             Some(ping) = next_ping(&mut self.ops) => Event::Ping(ping),
@@ -452,36 +496,36 @@ impl Loop {
                 systemd::notify("WATCHDOG=1");
                 return Flow::Continue;
             }
-            Event::Backend(Some(Ok(batch))) => {
-                self.answered(batch.len());
-                if std::mem::take(&mut self.resync) {
-                    self.engine_mut().set_first(batch);
-                    self.data_changed();
-                    self.debouncer.clear();
-                    self.engine().all()
+            Event::Backend(s, Some(Ok(batch))) => {
+                self.answered(s, batch.len());
+                if std::mem::take(&mut self.feeds[s].resync) {
+                    self.engine_mut().set_first(s, batch);
+                    self.data_changed(s);
+                    self.engine().readers_of(s)
                 } else {
-                    self.schedule(batch, now)
+                    self.schedule(s, batch, now)
                 }
             }
-            Event::Backend(Some(Err(e))) => {
+            Event::Backend(s, Some(Err(e))) => {
                 // The driver yields an error only when the backend's state
                 // changes, so each one is worth a line.
-                let backend = self.engine().backend().name();
+                let backend = self.engine().source_label(s);
                 self.engine()
                     .reporter()
                     .backend_error(backend, &e.to_string());
-                self.went_down();
+                self.went_down(s);
                 return Flow::Continue;
             }
-            Event::Backend(None) => {
+            Event::Backend(s, None) => {
                 tracing::error!(
-                    backend = self.engine().backend().name(),
+                    backend = self.engine().source_label(s),
                     "watch ended; falling back to polling"
                 );
-                let backend = Arc::clone(self.engine().backend());
-                self.stream = Some(sidekick_backend::poll(
+                let backend = Arc::clone(self.engine().source_backend(s));
+                let interest = self.engine().source_interest(s);
+                self.feeds[s].stream = Some(sidekick_backend::poll(
                     backend,
-                    self.engine().interest(),
+                    interest,
                     self.interval,
                     poll_backoff(),
                 ));
@@ -494,17 +538,15 @@ impl Loop {
             }
             Event::Dev(Some(event)) => {
                 self.debouncer.clear();
-                let interest = self.engine().interest();
                 let which = self.engine_mut().on_dev_event(event);
-                if self.engine().interest() != interest {
-                    // New keys to read: render once the new stream's first
-                    // snapshot is in.
-                    self.stream = Some(self.open_stream());
-                    self.resync = true;
-                    Vec::new()
-                } else {
-                    which
-                }
+                // New keys to read: a resource reading such a source renders
+                // once its new stream's first snapshot is in.
+                let opened = self.open_feeds();
+                let engine = self.engine();
+                which
+                    .into_iter()
+                    .filter(|&i| !engine.sources_of(&[i]).iter().any(|s| opened.contains(s)))
+                    .collect()
             }
         };
         if !which.is_empty() {
@@ -527,12 +569,12 @@ impl Loop {
 
     /// Applies a batch and schedules the resources it touches; returns those
     /// due now (no `wait`).
-    fn schedule(&mut self, batch: Vec<Update>, now: tokio::time::Instant) -> Vec<usize> {
-        let changes = self.engine_mut().apply(batch);
+    fn schedule(&mut self, s: usize, batch: Vec<Update>, now: tokio::time::Instant) -> Vec<usize> {
+        let changes = self.engine_mut().apply(s, batch);
         if changes.is_empty() {
             return Vec::new();
         }
-        self.data_changed();
+        self.data_changed(s);
         let which = self.engine().affected(&changes);
         tracing::debug!(
             keys = changes.key_count(),
@@ -560,33 +602,36 @@ impl Loop {
         }
     }
 
-    /// A good batch of `updates` came from the backend.
-    fn answered(&mut self, updates: usize) {
-        let backend = self.engine().backend().name();
-        if self.down {
-            self.down = false;
+    /// A good batch of `updates` came from source `s`.
+    fn answered(&mut self, s: usize, updates: usize) {
+        let feed = &mut self.feeds[s];
+        let was_down = std::mem::take(&mut feed.down);
+        feed.answered = true;
+        let backend = self.engine().source_label(s);
+        if was_down {
             tracing::info!(backend, "backend is back");
             metrics::backend_reconnected(backend);
         }
         metrics::backend_up(backend, true);
         metrics::watch_events(backend, updates);
         if let Some(ops) = &self.ops {
-            ops.status.backend_answered();
+            ops.status.backend_answered(backend);
         }
     }
 
-    /// The backend failed.
-    fn went_down(&mut self) {
-        self.down = true;
-        metrics::backend_up(self.engine().backend().name(), false);
+    /// Source `s` failed.
+    fn went_down(&mut self, s: usize) {
+        self.feeds[s].down = true;
+        let backend = self.engine().source_label(s);
+        metrics::backend_up(backend, false);
         if let Some(ops) = &self.ops {
-            ops.status.backend_down();
+            ops.status.backend_down(backend);
         }
     }
 
-    /// The data changed: for the keys gauge.
-    fn data_changed(&self) {
-        metrics::keys(self.engine().backend().name(), self.engine().key_count());
+    /// Source `s`'s data changed: for the keys gauge.
+    fn data_changed(&self, s: usize) {
+        metrics::keys(self.engine().source_label(s), self.engine().key_count(s));
     }
 
     /// Signals or restarts the supervised child as the last pass asked.
@@ -645,13 +690,27 @@ async fn next_child_event(supervisor: &mut Option<Supervisor>) -> supervise::Eve
     }
 }
 
+/// The next item of any source's stream, with the source's index; pending
+/// while no stream is open. Polling starts at `*start`, which moves on, so
+/// every stream gets its turn.
 async fn next_update(
-    stream: &mut Option<UpdateStream>,
-) -> Option<Result<Vec<Update>, BackendError>> {
-    match stream {
-        Some(s) => s.next().await,
-        None => std::future::pending().await,
-    }
+    feeds: &mut [Feed],
+    start: &mut usize,
+) -> (usize, Option<Result<Vec<Update>, BackendError>>) {
+    std::future::poll_fn(|cx| {
+        let n = feeds.len();
+        for k in 0..n {
+            let s = (*start + k) % n;
+            if let Some(stream) = &mut feeds[s].stream {
+                if let std::task::Poll::Ready(item) = stream.poll_next_unpin(cx) {
+                    *start = (s + 1) % n;
+                    return std::task::Poll::Ready((s, item));
+                }
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
 }
 
 async fn next_dev_event(dev: &mut Option<DevWatcher>) -> Option<DevEvent> {

@@ -4,6 +4,7 @@
 //! `backends/`. [`render`] is public so benchmarks can time it alone.
 
 mod backend;
+mod check;
 mod cli;
 mod command;
 mod config;
@@ -17,6 +18,7 @@ mod engine;
 mod event_loop;
 mod executor;
 mod hook;
+mod manual;
 mod metrics;
 mod pipeline;
 mod reap;
@@ -26,6 +28,7 @@ pub mod render;
 mod report;
 mod resource;
 mod shutdown;
+mod source;
 mod status;
 mod supervise;
 mod systemd;
@@ -52,8 +55,14 @@ pub fn main() -> ExitCode {
 }
 
 fn real_main(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<u8> {
+    // These describe the command line alone: no settings file is read.
+    let command = match cli.command {
+        Some(Command::Completions { shell }) => return manual::completions(shell),
+        Some(Command::Man { subcommand }) => return manual::man(subcommand.as_deref()),
+        command => command,
+    };
     let mut settings = Settings::load(matches)?;
-    let (mode, exec) = match cli.command {
+    let (mode, exec) = match command {
         None => (Mode::Normal, None),
         Some(Command::Dev { exec }) => {
             settings.watch = true;
@@ -88,13 +97,25 @@ fn real_main(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<u8> {
             });
             return convert::run(&settings.confdir, &out);
         }
+        Some(Command::Check { data, exec }) => {
+            init_logging(&settings)?;
+            return check::check(settings, &data, exec);
+        }
+        Some(Command::Render { resource, data }) => {
+            init_logging(&settings)?;
+            return check::render(settings, &resource, &data);
+        }
+        Some(Command::Completions { .. } | Command::Man { .. }) => {
+            unreachable!("answered above, before the settings are read")
+        }
         #[cfg(not(feature = "rancher"))]
         Some(Command::MetadataServer) => {
             anyhow::bail!("metadata-server was left out of this build (cargo feature rancher)")
         }
     };
     init_logging(&settings)?;
-    let backend = backend::build(&settings)?;
+    // An error here fails the run only if a resource reads the global backend.
+    let backend = backend::build(&settings);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

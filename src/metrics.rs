@@ -119,23 +119,23 @@ pub(crate) fn reload(resource: &str, kind: &'static str) {
 }
 
 /// The backend is answering (`up`) or not.
-pub(crate) fn backend_up(backend: &'static str, up: bool) {
-    gauge!("sidekick_backend_up", "backend" => backend).set(if up { 1.0 } else { 0.0 });
+pub(crate) fn backend_up(backend: &str, up: bool) {
+    gauge!("sidekick_backend_up", "backend" => backend.to_string()).set(if up { 1.0 } else { 0.0 });
 }
 
 /// The backend came back after being unreachable.
-pub(crate) fn backend_reconnected(backend: &'static str) {
-    counter!("sidekick_backend_reconnects_total", "backend" => backend).increment(1);
+pub(crate) fn backend_reconnected(backend: &str) {
+    counter!("sidekick_backend_reconnects_total", "backend" => backend.to_string()).increment(1);
 }
 
 /// `n` updates came from the backend.
-pub(crate) fn watch_events(backend: &'static str, n: usize) {
-    counter!("sidekick_watch_events_total", "backend" => backend).increment(n as u64);
+pub(crate) fn watch_events(backend: &str, n: usize) {
+    counter!("sidekick_watch_events_total", "backend" => backend.to_string()).increment(n as u64);
 }
 
 /// The backend's data now holds `n` keys.
-pub(crate) fn keys(backend: &'static str, n: usize) {
-    gauge!("sidekick_keys", "backend" => backend).set(n as f64);
+pub(crate) fn keys(backend: &str, n: usize) {
+    gauge!("sidekick_keys", "backend" => backend.to_string()).set(n as f64);
 }
 
 /// The supervised child was restarted.

@@ -18,17 +18,22 @@ pub(crate) struct Redactor {
 }
 
 impl Redactor {
-    /// The secret values under `prefixes` of `tree`, as `backend` marks them.
-    pub fn for_keys(backend: &dyn Backend, tree: &KeyTree, prefixes: &[String]) -> Redactor {
-        if !backend.has_secrets() {
-            return Redactor::default();
-        }
+    /// The secret values a resource can read: for each source, those under
+    /// `prefixes` of its `tree`, as its `backend` marks them.
+    pub fn for_reads<'t>(
+        reads: impl IntoIterator<Item = (&'t dyn Backend, &'t KeyTree, &'t [String])>,
+    ) -> Redactor {
         let mut values = Vec::new();
-        for prefix in prefixes {
-            let all = backend.is_secret(prefix);
-            for (key, value) in tree.under(prefix) {
-                if all || backend.is_secret(key) {
-                    values.push(value);
+        for (backend, tree, prefixes) in reads {
+            if !backend.has_secrets() {
+                continue;
+            }
+            for prefix in prefixes {
+                let all = backend.is_secret(prefix);
+                for (key, value) in tree.under(prefix) {
+                    if all || backend.is_secret(key) {
+                        values.push(value);
+                    }
                 }
             }
         }

@@ -13,12 +13,16 @@ use toml::Spanned;
 use crate::debounce::{parse_duration, Wait};
 use crate::reload::{parse_signal, Target};
 use crate::render::{RenderError, Renderer, TemplateEngine};
+use crate::source::{self, SourceSpec, TableKind};
 
 /// The `[template]` table of a resource file, as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ResourceFile {
     template: TemplateSection,
+    /// A backend of the resource's own (`source.rs` reads it).
+    #[allow(dead_code)] // Present so that the table is not an unknown field.
+    backend: Option<toml::Table>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -212,6 +216,8 @@ pub(crate) struct LoadContext<'a> {
     /// `--check-cmd-timeout` and `--reload-cmd-timeout`, for resources that set none.
     pub check_cmd_timeout: Duration,
     pub reload_cmd_timeout: Duration,
+    /// The names of the `[backends.NAME]` tables, which templates may read.
+    pub named: &'a [String],
 }
 
 /// `reload_url` and its method: an HTTP reload hook.
@@ -268,6 +274,11 @@ pub(crate) struct Resource {
     pub reload_url: Option<ReloadUrl>,
     /// The template (or an include) calls `service()` or `services()`.
     pub uses_catalog: bool,
+    /// Its own `[backend]` table: its keys come from that backend, not the
+    /// global one.
+    pub backend: Option<SourceSpec>,
+    /// The named sources its templates read (`backend="NAME"`).
+    pub reads: Vec<String>,
     pub renderer: Box<dyn Renderer>,
 }
 
@@ -361,9 +372,20 @@ impl Resource {
             line: span.map_or(1, |s| line_of(&text, s.start)),
             message,
         };
-        let parsed: ResourceFile = toml::from_str(&fold_field_case(&text))
+        let folded = fold_field_case(&text);
+        let parsed: ResourceFile = toml::from_str(&folded)
             .map_err(|e| invalid(e.span(), e.message().trim_end().to_string()))?;
         let t = parsed.template;
+        let backend =
+            match parsed.backend {
+                None => None,
+                Some(_) => source::read_table(file, &folded, "backend", TableKind::Resource)
+                    .map_err(|e| ResourceError::Invalid {
+                        file: file.to_path_buf(),
+                        line: e.line,
+                        message: e.message,
+                    })?,
+            };
 
         if t.src.get_ref().trim().is_empty() {
             return Err(invalid(Some(t.src.span()), "field `src` is empty".into()));
@@ -582,6 +604,25 @@ impl Resource {
                     source,
                 }
             })?;
+        let reads = renderer.backends().to_vec();
+        if let Some(unknown) = reads.iter().find(|n| !ctx.named.contains(n)) {
+            return Err(ResourceError::Template {
+                file: file.to_path_buf(),
+                src: t.src.get_ref().clone(),
+                source: RenderError::Other {
+                    path: templates_dir.join(t.src.get_ref()),
+                    message: format!(
+                        "reads backend {unknown:?}, which the settings file does not declare \
+                         (add a [backends.{unknown}] table to sidekick.toml{})",
+                        if ctx.named.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; declared: {}", ctx.named.join(", "))
+                        }
+                    ),
+                },
+            });
+        }
         Ok(Resource {
             file: file.to_path_buf(),
             name: file.file_name().map_or_else(
@@ -610,6 +651,8 @@ impl Resource {
             reload_cmd_timeout,
             reload_url,
             uses_catalog: renderer.uses_catalog(),
+            backend,
+            reads,
             renderer,
         })
     }
@@ -651,6 +694,7 @@ mod tests {
             engine: TemplateEngine::Tera,
             check_cmd_timeout: Duration::from_secs(30),
             reload_cmd_timeout: Duration::from_secs(60),
+            named: &[],
         };
         Resource::load(&file, &ctx).unwrap().visible
     }

@@ -354,13 +354,43 @@ fn a_reload_signal_needs_a_target_and_a_valid_name() {
 // ---------------------------------------------------------------------------
 
 /// Saves `data.yaml` as `x: I` for I in 1..=n, by rename, `gap` apart.
-fn burst(dir: &Dir, n: usize, gap: Duration) -> Duration {
+fn burst(dir: &Dir, n: usize, gap: Duration) -> Burst {
     let start = Instant::now();
+    let mut last = start;
+    let mut gaps = Vec::with_capacity(n);
     for i in 1..=n {
         dir.write_by_rename("data.yaml", &format!("x: {i}\n"));
+        let now = Instant::now();
+        gaps.push(now - last);
+        last = now;
         thread::sleep(gap);
     }
-    start.elapsed()
+    Burst {
+        took: start.elapsed(),
+        gaps,
+    }
+}
+
+/// How a burst of saves went: a loaded machine can stall the writer, and a
+/// stall is a real quiet period that a debounce rightly renders in.
+struct Burst {
+    took: Duration,
+    /// Time between one save and the next (the first is from the start).
+    gaps: Vec<Duration>,
+}
+
+impl Burst {
+    /// Gaps between saves of at least `d`.
+    fn stalls(&self, d: Duration) -> usize {
+        self.gaps.iter().skip(1).filter(|g| **g >= d).count()
+    }
+}
+
+impl std::fmt::Debug for Burst {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let longest = self.gaps.iter().skip(1).max().copied().unwrap_or_default();
+        write!(f, "{:?} (longest gap {longest:?})", self.took)
+    }
 }
 
 /// Resource `name` whose reload_cmd appends the destination's content to
@@ -418,10 +448,13 @@ fn a_continuous_burst_renders_once_when_quiet_comes() {
         lines(&path).last().is_some_and(|l| l == "v=300")
     });
     let renders = lines(&path).len() - 1;
+    // A writer stalled by a loaded machine makes quiet periods of its own
+    // (event delivery jitters too, hence the margin under 200 ms).
+    let stalls = took.stalls(Duration::from_millis(100));
     assert!(
-        renders <= 2,
+        renders <= 2 + stalls,
         "{renders} renders for saves 5 ms apart over {took:?} with wait = 200ms:10s \
-         (quiet for 200 ms only came at the end): {:?}{}",
+         and {stalls} stalls of 100 ms or more (quiet for 200 ms only came at the end): {:?}{}",
         lines(&path),
         p.transcript()
     );

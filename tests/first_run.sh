@@ -85,7 +85,7 @@ done
 bin="$work/target/debug/sidekick"
 [ -x "$bin" ] || bin="$work/target/release/sidekick"
 undocumented=()
-for sub in "" dev exec metadata-server; do
+for sub in "" dev exec metadata-server convert check render completions man; do
   # shellcheck disable=SC2086
   for flag in $("$bin" $sub --help | grep -oE '^ +(-[a-zA-Z], )?--[a-z][a-z-]*' | grep -oE -- '--[a-z-]+'); do
     grep -qE -- "\`$flag[ =\`]" README.md || undocumented+=("$flag${sub:+ ($sub)}")

@@ -30,5 +30,14 @@ mod ops;
 mod pipeline;
 #[cfg(feature = "rancher")]
 mod rancher;
+#[cfg(feature = "redis")]
+mod redis;
 mod settings;
+#[cfg(all(feature = "etcd", feature = "vault"))]
+mod sources;
+mod tools;
+#[cfg(feature = "vault")]
+mod vault;
 mod watch;
+#[cfg(feature = "zookeeper")]
+mod zookeeper;

@@ -53,6 +53,8 @@ pub(crate) struct Scope {
     /// The view's prefix, normalized once for every key this render strips.
     prefix: String,
     visible: OnceLock<Arc<KeyTree>>,
+    /// The named sources' scopes (`backend="NAME"`), in the view's order.
+    named: Vec<(String, Scope)>,
 }
 
 /// Makes `scope` the current one until the returned guard is dropped.
@@ -98,9 +100,33 @@ impl Scope {
     pub(crate) fn new(view: Arc<View>) -> Scope {
         Scope {
             prefix: normalize_key(&view.prefix),
+            named: view
+                .named
+                .iter()
+                .map(|(name, v)| (name.clone(), Scope::new(Arc::clone(v))))
+                .collect(),
             view,
             visible: OnceLock::new(),
         }
+    }
+
+    /// The scope a function with `backend` reads: this one for `None`, else
+    /// the named source's.
+    pub(crate) fn on(&self, backend: Option<&str>) -> FuncResult<&Scope> {
+        let Some(name) = backend else {
+            return Ok(self);
+        };
+        self.named
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, scope)| scope)
+            .ok_or_else(|| {
+                FuncError(format!(
+                    "backend {name:?} is not one this resource reads: declare it as \
+                     [backends.{name}] in sidekick.toml and write its name as a literal \
+                     (backend=\"{name}\")"
+                ))
+            })
     }
 
     /// The keys under the resource's declared prefixes (the whole tree, shared,

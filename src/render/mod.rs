@@ -51,6 +51,9 @@ pub struct View {
     pub catalog: Option<Arc<Catalog>>,
     /// The backend's name, for errors such as "backend env has no service catalog".
     pub backend: &'static str,
+    /// The named sources this resource reads (`getv(key=..., backend="NAME")`),
+    /// each as a view of its own keys and prefix.
+    pub named: Vec<(String, Arc<View>)>,
     /// Bounds on this render (the resource's `max_output` and `render_timeout`).
     pub limits: Limits,
 }
@@ -143,6 +146,11 @@ pub trait Renderer: Send + Sync + std::fmt::Debug {
     /// Whether the templates call a service catalog function, found when they
     /// were loaded: only then does the backend load and watch the catalog.
     fn uses_catalog(&self) -> bool;
+
+    /// The named sources (`[backends.NAME]`) the templates read, found when
+    /// they were loaded (`backend="NAME"` in Tera, `backend "NAME"` in Go):
+    /// only their changes re-render the resource.
+    fn backends(&self) -> &[String];
 
     /// The engine this renderer belongs to.
     fn engine(&self) -> TemplateEngine;

@@ -35,7 +35,16 @@ pub(crate) fn view(keys: &[(&str, &str)], prefix: &str, visible: &[&str]) -> Arc
         catalog: None,
         backend: "env",
         limits: Default::default(),
+        named: Vec::new(),
     })
+}
+
+/// `base` with a named source `name` (`backend="NAME"`) over `keys`, all of
+/// which it may read.
+pub(crate) fn with_named(base: Arc<View>, name: &str, keys: &[(&str, &str)]) -> Arc<View> {
+    let mut v = (*base).clone();
+    v.named.push((name.to_string(), view(keys, "/", &["/"])));
+    Arc::new(v)
 }
 
 /// Same as [`view`] with a catalog.

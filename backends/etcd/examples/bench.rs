@@ -23,17 +23,11 @@ use etcd_client::{Client, Txn, TxnOp};
 use futures::StreamExt;
 use sidekick_backend::{Backend, Interest, Update};
 use sidekick_backend_etcd::{EtcdBackend, EtcdConfig};
+use sidekick_testkit::bench::{
+    confdir, cpu_ticks, env_num, ms, percentile, status_kb, wait_for, Result, Stop,
+};
 use sidekick_testkit::etcd::Etcd;
 use sidekick_testkit::wait;
-
-type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
-
-fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn main() -> Result<()> {
     let sidekick = PathBuf::from(
@@ -139,24 +133,6 @@ fn backend_latency(
     Ok(())
 }
 
-/// A confdir with one resource `NAME` rendering `template` from `keys`.
-fn confdir(base: &Path, name: &str, keys: &str, template: &str) -> Result<tempfile::TempDir> {
-    let dir = tempfile::Builder::new()
-        .prefix("sidekick-bench-")
-        .tempdir_in(base)?;
-    std::fs::create_dir_all(dir.path().join("conf.d"))?;
-    std::fs::create_dir_all(dir.path().join("templates"))?;
-    std::fs::write(dir.path().join(format!("templates/{name}.tmpl")), template)?;
-    std::fs::write(
-        dir.path().join(format!("conf.d/{name}.toml")),
-        format!(
-            "[template]\nsrc = \"{name}.tmpl\"\ndest = \"{}\"\nkeys = [\"{keys}\"]\n",
-            dir.path().join(format!("{name}.out")).display()
-        ),
-    )?;
-    Ok(dir)
-}
-
 fn spawn_watch(sidekick: &Path, etcd: &Etcd, dir: &Path) -> Result<Child> {
     Ok(Command::new(sidekick)
         .args(["--backend", "etcdv3", "--node", &etcd.url(), "--watch"])
@@ -167,33 +143,6 @@ fn spawn_watch(sidekick: &Path, etcd: &Etcd, dir: &Path) -> Result<Child> {
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()?)
-}
-
-struct Stop(Child);
-
-impl Drop for Stop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_for(path: &Path, content: &str, timeout: Duration) -> Result<()> {
-    if !wait::until(timeout, || {
-        std::fs::read_to_string(path).is_ok_and(|t| t == content)
-    }) {
-        return Err(format!("{} never held {content:?}", path.display()).into());
-    }
-    Ok(())
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.3} ms", d.as_secs_f64() * 1000.0)
 }
 
 fn latency(
@@ -260,31 +209,6 @@ fn latency(
     );
     println!("difference of medians:  {}", ms(f50.saturating_sub(r50)));
     Ok(())
-}
-
-/// utime + stime in clock ticks, from /proc/PID/stat.
-fn cpu_ticks(pid: u32) -> Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the `(comm)`, which may contain spaces.
-    let rest = stat.rsplit_once(')').ok_or("bad stat")?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // rest starts at field 3 (state); utime is field 14, stime 15.
-    let utime: u64 = fields.get(11).ok_or("no utime")?.parse()?;
-    let stime: u64 = fields.get(12).ok_or("no stime")?.parse()?;
-    Ok(utime + stime)
-}
-
-fn status_kb(pid: u32, field: &str) -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with(field))
-        .ok_or(format!("no {field}"))?;
-    Ok(line
-        .split_whitespace()
-        .nth(1)
-        .ok_or("bad status line")?
-        .parse()?)
 }
 
 fn idle(

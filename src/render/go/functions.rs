@@ -16,6 +16,7 @@ use crate::render::confd::{self, Scope, Slot};
 
 /// Every function name the Go engine knows besides Go's builtins.
 pub(crate) const NAMES: &[&str] = &[
+    "backend",
     "getv",
     "getvs",
     "get",
@@ -193,71 +194,93 @@ fn parse_json(text: &str, object: bool) -> R {
     }
 }
 
+/// The functions that read a source's keys or catalog: what `backend NAME`
+/// may call on a named source.
+const SOURCE_FUNCTIONS: &[&str] = &[
+    "getv", "get", "gets", "getvs", "exists", "ls", "lsdir", "services", "service",
+];
+
+/// Calls source function `name` (one of [`SOURCE_FUNCTIONS`]) on scope `s`.
+fn source_call(name: &str, s: &Scope, a: &[Value]) -> R {
+    match name {
+        "getv" => {
+            arity(a, 1, 2)?;
+            let key = string(&a[0])?;
+            let default = a.get(1).map(string).transpose()?;
+            s.getv(key, default).map(Value::from).map_err(|e| e.0)
+        }
+        "get" => {
+            arity(a, 1, 1)?;
+            let (k, v) = s.get(string(&a[0])?).map_err(|e| e.0)?;
+            Ok(kv(k, v))
+        }
+        "gets" => {
+            arity(a, 1, 1)?;
+            let found = s.gets(string(&a[0])?);
+            Ok(Value::List(Arc::new(
+                found.into_iter().map(|(k, v)| kv(k, v)).collect(),
+            )))
+        }
+        "getvs" => {
+            arity(a, 1, 1)?;
+            Ok(list_of_str(s.getvs(string(&a[0])?)))
+        }
+        "exists" => {
+            arity(a, 1, 1)?;
+            Ok(Value::Bool(s.exists(string(&a[0])?)))
+        }
+        "ls" => {
+            arity(a, 1, 1)?;
+            Ok(list_of_str(s.ls(string(&a[0])?)))
+        }
+        "lsdir" => {
+            arity(a, 1, 1)?;
+            Ok(list_of_str(s.lsdir(string(&a[0])?)))
+        }
+        "services" => {
+            arity(a, 0, 0)?;
+            Ok(list_of_str(s.services().map_err(|e| e.0)?))
+        }
+        "service" => {
+            // service NAME [TAG [PASSING]]: TAG "" is any tag.
+            arity(a, 1, 3)?;
+            let name = string(&a[0])?;
+            let tag = a.get(1).map(string).transpose()?.filter(|t| !t.is_empty());
+            let passing = match a.get(2) {
+                None => true,
+                Some(Value::Bool(b)) => *b,
+                Some(other) => return Err(wrong_type("bool", other)),
+            };
+            let found = s.service(name, tag, passing).map_err(|e| e.0)?;
+            Ok(Value::List(Arc::new(
+                found.into_iter().map(instance).collect(),
+            )))
+        }
+        other => Err(format!(
+            "backend: {other:?} is not a function of a source (one of {})",
+            SOURCE_FUNCTIONS.join(", ")
+        )),
+    }
+}
+
 /// The function map; the key and catalog functions read `slot`.
 pub(crate) fn funcs(slot: &Slot) -> Funcs {
     let mut f = Funcs::new();
-    macro_rules! scoped {
-        ($name:literal, |$scope:ident, $args:ident| $body:expr) => {{
-            let slot = Arc::clone(slot);
-            f.insert($name, move |$args: &[Value]| -> R {
-                let $scope: Arc<Scope> = confd::current(&slot).map_err(|e| e.0)?;
-                let $scope: &Scope = &$scope;
-                $body
-            });
-        }};
+    for &name in SOURCE_FUNCTIONS {
+        let slot = Arc::clone(slot);
+        f.insert(name, move |a: &[Value]| -> R {
+            let scope = confd::current(&slot).map_err(|e| e.0)?;
+            source_call(name, &scope, a)
+        });
     }
-    scoped!("getv", |s, a| {
-        arity(a, 1, 2)?;
-        let key = string(&a[0])?;
-        let default = a.get(1).map(string).transpose()?;
-        s.getv(key, default).map(Value::from).map_err(|e| e.0)
-    });
-    scoped!("get", |s, a| {
-        arity(a, 1, 1)?;
-        let (k, v) = s.get(string(&a[0])?).map_err(|e| e.0)?;
-        Ok(kv(k, v))
-    });
-    scoped!("gets", |s, a| {
-        arity(a, 1, 1)?;
-        let found = s.gets(string(&a[0])?);
-        Ok(Value::List(Arc::new(
-            found.into_iter().map(|(k, v)| kv(k, v)).collect(),
-        )))
-    });
-    scoped!("getvs", |s, a| {
-        arity(a, 1, 1)?;
-        Ok(list_of_str(s.getvs(string(&a[0])?)))
-    });
-    scoped!("exists", |s, a| {
-        arity(a, 1, 1)?;
-        Ok(Value::Bool(s.exists(string(&a[0])?)))
-    });
-    scoped!("ls", |s, a| {
-        arity(a, 1, 1)?;
-        Ok(list_of_str(s.ls(string(&a[0])?)))
-    });
-    scoped!("lsdir", |s, a| {
-        arity(a, 1, 1)?;
-        Ok(list_of_str(s.lsdir(string(&a[0])?)))
-    });
-    scoped!("services", |s, a| {
-        arity(a, 0, 0)?;
-        Ok(list_of_str(s.services().map_err(|e| e.0)?))
-    });
-    scoped!("service", |s, a| {
-        // service NAME [TAG [PASSING]]: TAG "" is any tag.
-        arity(a, 1, 3)?;
-        let name = string(&a[0])?;
-        let tag = a.get(1).map(string).transpose()?.filter(|t| !t.is_empty());
-        let passing = match a.get(2) {
-            None => true,
-            Some(Value::Bool(b)) => *b,
-            Some(other) => return Err(wrong_type("bool", other)),
-        };
-        let found = s.service(name, tag, passing).map_err(|e| e.0)?;
-        Ok(Value::List(Arc::new(
-            found.into_iter().map(instance).collect(),
-        )))
+    // `backend NAME FUNCTION ARGS...`: FUNCTION on the named source
+    // (`{{backend "secrets" "getv" "/db/password"}}`).
+    let source_slot = Arc::clone(slot);
+    f.insert("backend", move |a: &[Value]| -> R {
+        arity(a, 2, usize::MAX)?;
+        let scope = confd::current(&source_slot).map_err(|e| e.0)?;
+        let scope = scope.on(Some(string(&a[0])?)).map_err(|e| e.0)?;
+        source_call(string(&a[1])?, scope, &a[2..])
     });
 
     f.insert("json", |a: &[Value]| {

@@ -29,6 +29,8 @@ pub struct GoRenderer {
     files: Vec<PathBuf>,
     /// Whether the template calls `service` or `services`.
     uses_catalog: bool,
+    /// The named sources it reads (`backend "NAME" ...`), sorted.
+    backends: Vec<String>,
     /// Where template functions find the current [`View`].
     slot: Slot,
     /// Serializes renders, since they share `slot`.
@@ -69,6 +71,7 @@ impl GoRenderer {
         Ok(GoRenderer {
             template,
             uses_catalog: calls_catalog(&source),
+            backends: backend_args(&source),
             files: vec![path.clone()],
             path,
             slot,
@@ -108,6 +111,10 @@ impl Renderer for GoRenderer {
         self.uses_catalog
     }
 
+    fn backends(&self) -> &[String] {
+        &self.backends
+    }
+
     fn engine(&self) -> TemplateEngine {
         TemplateEngine::Go
     }
@@ -139,6 +146,46 @@ fn from_go(err: &gotemplate::Error, path: &Path) -> RenderError {
         }
     };
     RenderError::Template { report }
+}
+
+/// The names in `backend "NAME"` calls (a string literal first argument),
+/// outside comments: the named sources the template reads, sorted.
+fn backend_args(source: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = source;
+    while let Some(open) = rest.find("{{") {
+        let body = &rest[open + 2..];
+        let end = body.find("}}").unwrap_or(body.len());
+        let action = &body[..end];
+        if !action
+            .trim_start_matches('-')
+            .trim_start()
+            .starts_with("/*")
+        {
+            let mut from = 0;
+            while let Some(at) = action[from..].find("backend") {
+                let start = from + at;
+                from = start + "backend".len();
+                let before = action[..start].chars().next_back();
+                let after = action[from..].chars().next();
+                if before.is_some_and(|c| c.is_alphanumeric() || matches!(c, '_' | '.' | '$'))
+                    || !after.is_some_and(char::is_whitespace)
+                {
+                    continue;
+                }
+                let arg = action[from..].trim_start();
+                if let Some(quote @ ('"' | '`')) = arg.chars().next() {
+                    if let Some(close) = arg[1..].find(quote) {
+                        names.push(arg[1..1 + close].to_string());
+                    }
+                }
+            }
+        }
+        rest = &body[end..];
+    }
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// Whether an action calls `service` or `services` (outside strings and

@@ -1,7 +1,9 @@
 //! The Go engine with confd's function map.
 
 use super::*;
-use crate::render::testutil::{dir_with, render_go, try_render_go, try_render_go_view, view};
+use crate::render::testutil::{
+    dir_with, render_go, try_render_go, try_render_go_view, view, with_named,
+};
 
 const KEYS: &[(&str, &str)] = &[
     ("/app/db/host", "db1"),
@@ -279,4 +281,30 @@ fn parse_errors_name_the_file_and_line() {
 fn renderer_is_send_and_sync() {
     fn check<T: Send + Sync>() {}
     check::<GoRenderer>();
+}
+
+#[test]
+fn backend_reads_a_named_source() {
+    let v = with_named(
+        view(&[("/app/host", "db1")], "/app", &["/app"]),
+        "secrets",
+        &[("/db/password", "pw"), ("/db/user", "u")],
+    );
+    let tpl = "{{getv \"/host\"}} {{backend \"secrets\" \"getv\" \"/db/password\"}} \
+               {{range backend \"secrets\" \"gets\" \"/db/*\"}}{{.Key}} {{end}}";
+    assert_eq!(
+        try_render_go_view(tpl, v.clone()).unwrap(),
+        "db1 pw /db/password /db/user "
+    );
+    let e = try_render_go_view("{{backend \"other\" \"getv\" \"/a\"}}", v.clone()).unwrap_err();
+    assert!(
+        e.contains("backend \"other\" is not one this resource reads"),
+        "{e}"
+    );
+    let e = try_render_go_view("{{backend \"secrets\" \"json\" \"/a\"}}", v).unwrap_err();
+    assert!(e.contains("not a function of a source"), "{e}");
+    assert_eq!(
+        backend_args("{{backend \"a\" \"getv\" \"/x\"}}{{/* backend \"c\" */}}{{$backend := 1}}{{backend `b` \"ls\" \"/\"}} backend \"t\""),
+        ["a", "b"]
+    );
 }

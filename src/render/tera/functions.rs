@@ -81,8 +81,16 @@ fn kv(key: &str, value: &str) -> Value {
     Value::from_serializable(&Kv { key, value })
 }
 
+/// The scope a call reads: its `backend="NAME"` source, or the resource's own.
+fn source<'s>(scope: &'s Scope, args: &Args) -> TeraResult<&'s Scope> {
+    scope
+        .on(args.str("backend")?)
+        .map_err(|e| Error::message(e.0))
+}
+
 fn getv(scope: &Scope, kwargs: &Kwargs) -> TeraResult<Value> {
-    let args = Args::new("getv", kwargs, &["key", "default"])?;
+    let args = Args::new("getv", kwargs, &["key", "default", "backend"])?;
+    let scope = source(scope, &args)?;
     let key = args.req_str("key")?;
     match (scope.lookup(key), args.value("default")?) {
         (Some(v), _) => Ok(Value::from(v)),
@@ -92,13 +100,17 @@ fn getv(scope: &Scope, kwargs: &Kwargs) -> TeraResult<Value> {
 }
 
 fn get(scope: &Scope, kwargs: &Kwargs) -> TeraResult<Value> {
-    let key = Args::new("get", kwargs, &["key"])?.req_str("key")?;
+    let args = Args::new("get", kwargs, &["key", "backend"])?;
+    let scope = source(scope, &args)?;
+    let key = args.req_str("key")?;
     let (key, value) = scope.get(key).map_err(|e| Error::message(e.0))?;
     Ok(kv(key, value))
 }
 
 fn gets(scope: &Scope, kwargs: &Kwargs) -> TeraResult<Value> {
-    let pattern = Args::new("gets", kwargs, &["pattern"])?.req_str("pattern")?;
+    let args = Args::new("gets", kwargs, &["pattern", "backend"])?;
+    let scope = source(scope, &args)?;
+    let pattern = args.req_str("pattern")?;
     Ok(scope
         .gets(pattern)
         .into_iter()
@@ -108,32 +120,38 @@ fn gets(scope: &Scope, kwargs: &Kwargs) -> TeraResult<Value> {
 }
 
 fn getvs(scope: &Scope, kwargs: &Kwargs) -> TeraResult<Value> {
-    let pattern = Args::new("getvs", kwargs, &["pattern"])?.req_str("pattern")?;
-    Ok(scope.getvs(pattern).into())
+    let args = Args::new("getvs", kwargs, &["pattern", "backend"])?;
+    let scope = source(scope, &args)?;
+    Ok(scope.getvs(args.req_str("pattern")?).into())
 }
 
 fn exists(scope: &Scope, kwargs: &Kwargs) -> TeraResult<Value> {
-    let key = Args::new("exists", kwargs, &["key"])?.req_str("key")?;
-    Ok(scope.exists(key).into())
+    let args = Args::new("exists", kwargs, &["key", "backend"])?;
+    let scope = source(scope, &args)?;
+    Ok(scope.exists(args.req_str("key")?).into())
 }
 
 fn ls(scope: &Scope, kwargs: &Kwargs) -> TeraResult<Value> {
-    let path = Args::new("ls", kwargs, &["path"])?.req_str("path")?;
-    Ok(scope.ls(path).into())
+    let args = Args::new("ls", kwargs, &["path", "backend"])?;
+    let scope = source(scope, &args)?;
+    Ok(scope.ls(args.req_str("path")?).into())
 }
 
 fn lsdir(scope: &Scope, kwargs: &Kwargs) -> TeraResult<Value> {
-    let path = Args::new("lsdir", kwargs, &["path"])?.req_str("path")?;
-    Ok(scope.lsdir(path).into())
+    let args = Args::new("lsdir", kwargs, &["path", "backend"])?;
+    let scope = source(scope, &args)?;
+    Ok(scope.lsdir(args.req_str("path")?).into())
 }
 
 fn services(scope: &Scope, kwargs: &Kwargs) -> TeraResult<Value> {
-    Args::new("services", kwargs, &[])?;
+    let args = Args::new("services", kwargs, &["backend"])?;
+    let scope = source(scope, &args)?;
     Ok(scope.services().map_err(|e| Error::message(e.0))?.into())
 }
 
 fn service(scope: &Scope, kwargs: &Kwargs) -> TeraResult<Value> {
-    let args = Args::new("service", kwargs, &["name", "tag", "passing"])?;
+    let args = Args::new("service", kwargs, &["name", "tag", "passing", "backend"])?;
+    let scope = source(scope, &args)?;
     let name = args.req_str("name")?;
     let tag = args.str("tag")?;
     let passing = args.bool("passing")?.unwrap_or(true);
@@ -246,6 +264,30 @@ mod tests {
     }
 
     #[test]
+    fn functions_read_a_named_source_with_backend() {
+        let v = crate::render::testutil::with_named(
+            view(KEYS, "/app", &["/app"]),
+            "secrets",
+            &[("/db/password", "pw"), ("/db/user", "u")],
+        );
+        let tpl = "{{ getv(key=\"/db/host\") }} {{ getv(key=\"/db/password\", backend=\"secrets\") }} \
+                   {% for kv in gets(pattern=\"/db/*\", backend=\"secrets\") %}{{ kv.key }} {% endfor %}\
+                   {{ exists(key=\"/db/host\", backend=\"secrets\") }} {{ ls(path=\"/db\", backend=\"secrets\") | join(sep=\",\") }}";
+        assert_eq!(
+            try_render_view(tpl, v.clone()).unwrap(),
+            "db1 pw /db/password /db/user false password,user"
+        );
+        let e =
+            try_render_view("{{ getv(key=\"/x\", backend=\"other\") }}", v.clone()).unwrap_err();
+        assert!(
+            e.contains("backend \"other\" is not one this resource reads"),
+            "{e}"
+        );
+        let e = try_render_view("{{ getv(key=\"/nope\", backend=\"secrets\") }}", v).unwrap_err();
+        assert!(e.contains("key not found: /nope"), "{e}");
+    }
+
+    #[test]
     fn getv_reads_relative_to_prefix() {
         assert_eq!(with_prefix("{{ getv(key=\"/db/host\") }}").unwrap(), "db1");
         // Keys are matched exactly, as confd's store does: a spelling other
@@ -280,7 +322,7 @@ mod tests {
     fn getv_rejects_unknown_and_bad_arguments() {
         let err = with_prefix("{{ getv(key=\"/db/host\", defualt=\"x\") }}").unwrap_err();
         assert!(
-            err.contains("getv: unknown argument `defualt` (takes key, default)"),
+            err.contains("getv: unknown argument `defualt` (takes key, default, backend)"),
             "{err}"
         );
         let err = with_prefix("{{ getv(key=1) }}").unwrap_err();

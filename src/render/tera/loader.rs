@@ -32,6 +32,8 @@ pub(super) struct Loaded {
     /// Whether any of the templates calls a service catalog function, so the
     /// backend loads and watches the catalog only when one is read.
     pub uses_catalog: bool,
+    /// The named sources the templates read (`backend="NAME"`), sorted.
+    pub backends: Vec<String>,
 }
 
 /// Template functions that read the service catalog.
@@ -109,6 +111,12 @@ pub(super) fn load(dir: &Path, src: &str) -> Result<Loaded, RenderError> {
     let uses_catalog = templates
         .iter()
         .any(|(_, source)| calls_any(source, CATALOG_FUNCTIONS));
+    let mut backends: Vec<String> = templates
+        .iter()
+        .flat_map(|(_, source)| backend_args(source))
+        .collect();
+    backends.sort();
+    backends.dedup();
     Ok(Loaded {
         src_name: format!("{prefix}{src}"),
         prefix,
@@ -116,6 +124,7 @@ pub(super) fn load(dir: &Path, src: &str) -> Result<Loaded, RenderError> {
         templates,
         files,
         uses_catalog,
+        backends,
     })
 }
 
@@ -213,6 +222,38 @@ pub(super) fn scan(source: &str) -> Vec<Reference> {
 /// `{% %}` tag: an identifier followed by `(`, outside comments, `raw` blocks
 /// and string literals (so `"service("` in text or a comment does not count).
 pub(super) fn calls_any(source: &str, names: &[&[u8]]) -> bool {
+    let mut found = false;
+    for_each_ident(source, |b, start, end| {
+        found = names.contains(&&b[start..end]) && b.get(skip_ws(b, end)) == Some(&b'(');
+        found
+    });
+    found
+}
+
+/// The names given as `backend="NAME"` (a string literal) in a call inside a
+/// tag: the named sources the template reads (`source.rs`), sorted.
+pub(super) fn backend_args(source: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    for_each_ident(source, |b, start, end| {
+        if &b[start..end] == b"backend" {
+            let eq = skip_ws(b, end);
+            if b.get(eq) == Some(&b'=') && b.get(eq + 1) != Some(&b'=') {
+                if let Some((name, _)) = string_literal(b, skip_ws(b, eq + 1)) {
+                    names.push(name);
+                }
+            }
+        }
+        false
+    });
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Calls `visit(bytes, start, end)` for each identifier inside a `{{ }}` or
+/// `{% %}` tag, outside comments, `raw` blocks and string literals, until it
+/// returns true.
+fn for_each_ident(source: &str, mut visit: impl FnMut(&[u8], usize, usize) -> bool) {
     let b = source.as_bytes();
     let mut i = 0;
     while i + 1 < b.len() {
@@ -226,7 +267,7 @@ pub(super) fn calls_any(source: &str, names: &[&[u8]]) -> bool {
                     i = end + 2;
                     continue;
                 }
-                None => return false,
+                None => return,
             },
             b'{' => b"}}",
             b'%' => {
@@ -237,7 +278,7 @@ pub(super) fn calls_any(source: &str, names: &[&[u8]]) -> bool {
                             i = end;
                             continue;
                         }
-                        None => return false,
+                        None => return,
                     }
                 }
                 b"%}"
@@ -253,12 +294,12 @@ pub(super) fn calls_any(source: &str, names: &[&[u8]]) -> bool {
             if matches!(b[j], b'"' | b'\'' | b'`') {
                 match string_literal(b, j) {
                     Some((_, after)) => j = after,
-                    None => return false,
+                    None => return,
                 }
             } else if is_ident(Some(b[j])) && !is_ident(j.checked_sub(1).map(|k| b[k])) {
                 let end = j + b[j..].iter().take_while(|c| is_ident(Some(**c))).count();
-                if names.contains(&&b[j..end]) && b.get(skip_ws(b, end)) == Some(&b'(') {
-                    return true;
+                if visit(b, j, end) {
+                    return;
                 }
                 j = end;
             } else {
@@ -267,7 +308,6 @@ pub(super) fn calls_any(source: &str, names: &[&[u8]]) -> bool {
         }
         i = j + close.len();
     }
-    false
 }
 
 fn is_ident(c: Option<u8>) -> bool {
@@ -387,6 +427,14 @@ mod tests {
         assert!(!calls("{{ \"service(\" }}"));
         assert!(!calls("{% raw %}{{ services() }}{% endraw %}"));
         assert!(!calls("{{ my_service(x) }} {{ services }}"));
+    }
+
+    #[test]
+    fn finds_named_backends_in_code_only() {
+        let src = "{{ getv(key=\"/p\", backend=\"secrets\") }} backend=\"text\" \
+                   {# getv(backend='comment') #}{% if exists(key='/a', backend = 'b') %}{% endif %}\
+                   {{ x == backend }}{{ getv(key='/a', backend=\"secrets\") }}";
+        assert_eq!(backend_args(src), ["b", "secrets"]);
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub struct TeraRenderer {
     files: Vec<PathBuf>,
     /// Whether a template calls `service()` or `services()`.
     uses_catalog: bool,
+    /// The named sources the templates read (`backend="NAME"`), sorted.
+    backends: Vec<String>,
     /// Where template functions find the current [`View`].
     slot: Slot,
     /// Serializes renders, since they share `slot`.
@@ -75,6 +77,7 @@ impl TeraRenderer {
             path: loaded.src_path,
             files: loaded.files,
             uses_catalog: loaded.uses_catalog,
+            backends: loaded.backends,
             slot,
             turn: Mutex::new(()),
         })
@@ -106,6 +109,10 @@ impl Renderer for TeraRenderer {
 
     fn uses_catalog(&self) -> bool {
         self.uses_catalog
+    }
+
+    fn backends(&self) -> &[String] {
+        &self.backends
     }
 
     fn engine(&self) -> TemplateEngine {

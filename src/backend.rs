@@ -304,9 +304,23 @@ pub(crate) struct KubernetesOptions {
     /// kubeconfig file (default: in-cluster, then KUBECONFIG)
     #[arg(long, env = "SIDEKICK_KUBECONFIG", value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
-    /// Namespace (default: the pod's own)
-    #[arg(long, env = "SIDEKICK_NAMESPACE", value_name = "NS")]
+    /// Namespace, several as a,b (keys then /configmaps/NS/NAME/KEY), or ALL (default: the pod's own)
+    #[arg(long, env = "SIDEKICK_NAMESPACE", value_name = "NS[,NS...]")]
     pub namespace: Option<String>,
+    /// Read every namespace the service account may list (as --namespace ALL)
+    #[arg(long, env = "SIDEKICK_ALL_NAMESPACES", action = clap::ArgAction::Set, num_args = 0..=1,
+          require_equals = true, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new(), value_name = "BOOL")]
+    #[serde(alias = "all-namespaces")]
+    pub all_namespaces: bool,
+    /// Only ConfigMaps and Secrets matching this label selector (app=web, tier in (a,b)); repeatable, ANDed
+    #[arg(
+        long = "kube-label",
+        env = "SIDEKICK_KUBE_LABEL",
+        value_name = "SELECTOR"
+    )]
+    #[serde(alias = "kube-label", alias = "kube_labels")]
+    pub kube_label: Vec<String>,
 }
 
 /// How to log in to Vault and which KV mounts to read.
@@ -503,6 +517,8 @@ pub(crate) fn build_kind(
             KubernetesBackend::new(KubernetesConfig {
                 kubeconfig: options.kubernetes.kubeconfig.clone(),
                 namespace: options.kubernetes.namespace.clone(),
+                all_namespaces: options.kubernetes.all_namespaces,
+                labels: options.kubernetes.kube_label.clone(),
             })
             .map_err(|e| settings_error("kubernetes", e))?,
         )),

@@ -491,3 +491,243 @@ impl TapNamespace for serde_json::Value {
         self
     }
 }
+
+// --- Label selectors and several namespaces ---
+
+fn backend_scoped(
+    cluster: &Cluster,
+    namespace: Option<String>,
+    all_namespaces: bool,
+    labels: &[String],
+) -> KubernetesBackend {
+    KubernetesBackend::new(KubernetesConfig {
+        kubeconfig: Some(cluster.kubeconfig().to_path_buf()),
+        namespace,
+        all_namespaces,
+        labels: labels.to_vec(),
+    })
+    .expect("backend")
+}
+
+fn pairs(snap: &Snapshot) -> Vec<(String, String)> {
+    snap.keys
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn kv(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_label_selector_reads_matching_objects_and_follows_relabels() {
+    let cluster = Cluster::start();
+    let (run, id) = cluster.run_label();
+    let cm = |name: &str, port: &str, app: &str| {
+        objects::labelled(
+            objects::configmap(name, &[("port", port)]),
+            &[(run, id), ("app", app)],
+        )
+    };
+    cluster.apply(cm("web", "80", "web"));
+    cluster.apply(cm("db", "5432", "db"));
+    cluster.apply(objects::labelled(
+        objects::secret("web-tls", &[("key", b"k1")]),
+        &[("app", "web")],
+    ));
+    let b = backend_scoped(
+        &cluster,
+        Some(cluster.namespace().into()),
+        false,
+        &["app=web".into(), format!("{run}={id}")],
+    );
+    let snap = b
+        .load(&interest(&["/configmaps"], false))
+        .await
+        .expect("load");
+    assert_eq!(pairs(&snap), kv(&[("/configmaps/web/port", "80")]));
+
+    let mut stream = b.watch(&interest(&["/configmaps"], false)).expect("watch");
+    let snap = first_snapshot(&mut stream).await;
+    assert_eq!(pairs(&snap), kv(&[("/configmaps/web/port", "80")]));
+    // db starts matching: its keys arrive; web stops: its keys go.
+    cluster.apply(cm("db", "5432", "web"));
+    assert_eq!(
+        next_ok(&mut stream).await,
+        [Update::Put {
+            key: "/configmaps/db/port".into(),
+            value: "5432".into()
+        }]
+    );
+    cluster.apply(cm("web", "80", "old"));
+    assert_eq!(
+        next_ok(&mut stream).await,
+        [Update::Delete {
+            key: "/configmaps/web/port".into()
+        }]
+    );
+    if let Some(server) = cluster.server() {
+        let sent: BTreeSet<Option<String>> = server
+            .requests()
+            .iter()
+            .filter(|r| r.resource == "configmaps")
+            .map(|r| r.query.get("labelSelector").cloned())
+            .collect();
+        assert_eq!(
+            sent,
+            BTreeSet::from([Some(format!("app=web,{run}={id}"))]),
+            "every list and watch carries the selector"
+        );
+    }
+}
+
+#[tokio::test]
+async fn several_namespaces_put_the_namespace_in_keys_and_service_names() {
+    let cluster = Cluster::start_with_namespaces(2);
+    let [a, b] = [&cluster.namespaces()[0], &cluster.namespaces()[1]];
+    cluster.apply_in(a, objects::configmap("app", &[("k", "in-a")]));
+    cluster.apply_in(b, objects::configmap("app", &[("k", "in-b")]));
+    cluster.apply_in(b, objects::secret("db", &[("password", b"pw")]));
+    for (ns, address) in [(a, "10.0.0.1"), (b, "10.0.1.1")] {
+        cluster.apply_in(ns, objects::service("web", &[("http", 80)]));
+        cluster.apply_in(
+            ns,
+            objects::endpoint_slice("web-sk", "web", &[ep(address, "web-1")], &[("http", 8080)]),
+        );
+    }
+    let be = backend_scoped(&cluster, Some(format!("{a}, {b}")), false, &[]);
+    let snap = be.load(&interest(&["/"], true)).await.expect("load");
+    assert_eq!(
+        pairs(&snap),
+        kv(&[
+            (&format!("/configmaps/{a}/app/k"), "in-a"),
+            (&format!("/configmaps/{b}/app/k"), "in-b"),
+            (&format!("/secrets/{b}/db/password"), "pw"),
+        ])
+    );
+    let catalog = snap.catalog.expect("catalog");
+    let (web_a, web_b) = (format!("web.{a}"), format!("web.{b}"));
+    assert_eq!(catalog.services(), [web_a.as_str(), web_b.as_str()]);
+    assert_eq!(addresses(&catalog, &web_b), ["10.0.1.1:8080"]);
+
+    // A prefix naming one namespace watches that namespace alone.
+    let mut stream = be
+        .watch(&interest(&[&format!("/configmaps/{b}")], false))
+        .expect("watch");
+    let snap = first_snapshot(&mut stream).await;
+    assert_eq!(
+        pairs(&snap),
+        kv(&[(&format!("/configmaps/{b}/app/k"), "in-b")])
+    );
+    cluster.apply_in(a, objects::configmap("app", &[("k", "a2")]));
+    cluster.apply_in(b, objects::configmap("app", &[("k", "b2")]));
+    assert_eq!(
+        next_ok(&mut stream).await,
+        [Update::Put {
+            key: format!("/configmaps/{b}/app/k"),
+            value: "b2".into()
+        }]
+    );
+}
+
+#[tokio::test]
+async fn all_namespaces_reads_what_the_selector_matches_everywhere() {
+    let cluster = Cluster::start_with_namespaces(2);
+    let [a, b] = [&cluster.namespaces()[0], &cluster.namespaces()[1]];
+    let (run, id) = cluster.run_label();
+    let cm = |k: &str| objects::labelled(objects::configmap("app", &[("k", k)]), &[(run, id)]);
+    cluster.apply_in(a, cm("1"));
+    cluster.apply_in(b, cm("2"));
+    cluster.apply_in(b, objects::configmap("unlabelled", &[("x", "y")]));
+    let be = backend_scoped(&cluster, None, true, &[format!("{run}={id}")]);
+    let mut stream = be.watch(&interest(&["/configmaps"], false)).expect("watch");
+    let snap = first_snapshot(&mut stream).await;
+    assert_eq!(
+        pairs(&snap),
+        kv(&[
+            (&format!("/configmaps/{a}/app/k"), "1"),
+            (&format!("/configmaps/{b}/app/k"), "2"),
+        ])
+    );
+    cluster.apply_in(b, cm("3"));
+    assert_eq!(
+        next_ok(&mut stream).await,
+        [Update::Put {
+            key: format!("/configmaps/{b}/app/k"),
+            value: "3".into()
+        }]
+    );
+    cluster.delete_in(a, "configmaps", "app");
+    assert_eq!(
+        next_ok(&mut stream).await,
+        [Update::Delete {
+            key: format!("/configmaps/{a}/app/k")
+        }]
+    );
+    if let Some(server) = cluster.server() {
+        assert!(
+            server
+                .requests()
+                .iter()
+                .filter(|r| r.resource == "configmaps")
+                .all(|r| r.namespace.is_empty()),
+            "one cluster-wide list and watch"
+        );
+    }
+}
+
+#[tokio::test]
+async fn all_namespaces_without_a_cluster_role_is_a_clear_error() {
+    let cluster = Cluster::start();
+    let Some(server) = cluster.server_or_skip("RBAC") else {
+        return;
+    };
+    server.forbid_cluster_wide("list", "configmaps");
+    cluster.put_configmap("app", &[("k", "v")]);
+    let err = backend_scoped(&cluster, Some("ALL".into()), false, &[])
+        .load(&interest(&["/configmaps"], false))
+        .await
+        .expect_err("a 403");
+    assert!(matches!(err, BackendError::Denied { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "kubernetes: forbidden: cannot list configmaps in all namespaces (cluster scope) \
+             (grant get, list, watch in a ClusterRole, or list the namespaces with --namespace) \
+             to User \"{}\"",
+            apiserver::USER
+        )
+    );
+    // Naming the namespace works with the same rights.
+    let snap = backend_scoped(&cluster, Some("default".into()), false, &[])
+        .load(&interest(&["/configmaps"], false))
+        .await
+        .expect("load");
+    assert_eq!(pairs(&snap), kv(&[("/configmaps/app/k", "v")]));
+}
+
+#[test]
+fn bad_selectors_and_namespaces_are_config_errors_naming_the_flag() {
+    let cluster = Cluster::start();
+    let err = |ns: Option<&str>, all: bool, labels: &[&str]| {
+        KubernetesBackend::new(KubernetesConfig {
+            kubeconfig: Some(cluster.kubeconfig().to_path_buf()),
+            namespace: ns.map(str::to_string),
+            all_namespaces: all,
+            labels: labels.iter().map(|s| s.to_string()).collect(),
+        })
+        .err()
+        .expect("an error")
+        .to_string()
+    };
+    let e = err(None, false, &["app in (web"]);
+    assert!(e.contains("--kube-label \"app in (web\""), "{e}");
+    let e = err(Some("a,Bad"), false, &[]);
+    assert!(e.contains("--namespace \"a,Bad\": \"Bad\""), "{e}");
+    let e = err(Some("a"), true, &[]);
+    assert!(e.contains("--all-namespaces"), "{e}");
+}

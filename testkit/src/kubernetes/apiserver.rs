@@ -25,7 +25,8 @@
 //!   exists, `!`); an object that starts or stops matching during a watch shows
 //!   up as `ADDED` / `DELETED`;
 //! - bearer-token auth (`401` without the token); `403 Forbidden` with the
-//!   standard RBAC message for verbs switched off with [`ApiServer::forbid`];
+//!   standard RBAC message for verbs switched off with [`ApiServer::forbid`]
+//!   (or only at the cluster scope, [`ApiServer::forbid_cluster_wide`]);
 //! - no-op updates (same content) make no new resourceVersion and no event.
 //!
 //! Test hooks: [`ApiServer::apply`] / [`ApiServer::delete`] objects,
@@ -164,6 +165,9 @@ struct Store {
     compacted: u64,
     uid: u64,
     forbidden: BTreeSet<(String, String)>,
+    /// Like `forbidden`, for cluster-scope requests only (no namespace in the
+    /// path): a Role in each namespace but no ClusterRole.
+    forbidden_cluster: BTreeSet<(String, String)>,
     /// Bumped to end every open watch.
     watch_epoch: u64,
     /// Bumped to make every open watch send a bookmark.
@@ -470,6 +474,16 @@ impl ApiServer {
         self.inner
             .lock()
             .forbidden
+            .insert((verb.to_string(), plural.to_string()));
+    }
+
+    /// Answers `403 Forbidden` to `verb` on `plural` at the cluster scope
+    /// (every namespace at once), while requests in one namespace still pass:
+    /// what a service account with Roles but no ClusterRole meets.
+    pub fn forbid_cluster_wide(&self, verb: &str, plural: &str) {
+        self.inner
+            .lock()
+            .forbidden_cluster
             .insert((verb.to_string(), plural.to_string()));
     }
 
@@ -815,11 +829,13 @@ fn route(
             ),
         );
     }
-    if inner
-        .lock()
-        .forbidden
-        .contains(&(verb.to_string(), res.plural.to_string()))
-    {
+    let denied = {
+        let store = inner.lock();
+        let rule = (verb.to_string(), res.plural.to_string());
+        store.forbidden.contains(&rule)
+            || (namespace.is_none() && store.forbidden_cluster.contains(&rule))
+    };
+    if denied {
         return Answer::Json(403, forbidden(res, verb, namespace, name));
     }
     let field = match query.get("fieldSelector").map(|s| FieldSelector::parse(s)) {

@@ -30,7 +30,8 @@ enum Backing {
 pub struct Cluster {
     backing: Backing,
     kubeconfig: PathBuf,
-    namespace: String,
+    /// The first is the one `namespace()` names.
+    namespaces: Vec<String>,
     _dir: tempfile::TempDir,
 }
 
@@ -38,13 +39,21 @@ impl Cluster {
     /// The test server (namespace `default`), or the real cluster named by
     /// `SIDEKICK_TEST_KUBECONFIG` with a fresh namespace, removed on drop.
     pub fn start() -> Cluster {
+        Cluster::start_with_namespaces(1)
+    }
+
+    /// As [`Cluster::start`] with `count` namespaces (at least one): on the
+    /// test server `default`, `team-b`, `team-c`, ...; on a real cluster that
+    /// many fresh ones.
+    pub fn start_with_namespaces(count: usize) -> Cluster {
+        let count = count.max(1);
         let dir = crate::temp::dir("sidekick-kube-");
         match std::env::var_os(REAL_KUBECONFIG) {
             Some(path) => {
                 let path = PathBuf::from(path);
-                let real = real::RealCluster::connect(&path);
+                let real = real::RealCluster::connect(&path, count);
                 Cluster {
-                    namespace: real.namespace().to_string(),
+                    namespaces: real.namespaces().to_vec(),
                     backing: Backing::Real(real),
                     kubeconfig: path,
                     _dir: dir,
@@ -55,10 +64,13 @@ impl Cluster {
                 let kubeconfig = dir.path().join("kubeconfig");
                 std::fs::write(&kubeconfig, server.kubeconfig("default"))
                     .expect("write kubeconfig");
+                let namespaces = std::iter::once("default".to_string())
+                    .chain((1..count).map(|i| format!("team-{}", (b'a' + i as u8) as char)))
+                    .collect();
                 Cluster {
                     backing: Backing::Fake(server),
                     kubeconfig,
-                    namespace: "default".into(),
+                    namespaces,
                     _dir: dir,
                 }
             }
@@ -89,27 +101,49 @@ impl Cluster {
 
     /// The namespace for `--namespace`.
     pub fn namespace(&self) -> &str {
-        &self.namespace
+        &self.namespaces[0]
+    }
+
+    /// Every namespace of this cluster's tests, the first being
+    /// [`Cluster::namespace`].
+    pub fn namespaces(&self) -> &[String] {
+        &self.namespaces
+    }
+
+    /// A label (`sidekick-test`, a value unique to this run) for objects a
+    /// cluster-wide selector should find and nothing else on a real cluster.
+    pub fn run_label(&self) -> (&'static str, &str) {
+        ("sidekick-test", self.namespace())
     }
 
     /// Creates or replaces `object` in the namespace.
-    pub fn apply(&self, mut object: Value) {
-        object["metadata"]["namespace"] = json!(self.namespace);
+    pub fn apply(&self, object: Value) {
+        self.apply_in(self.namespace(), object);
+    }
+
+    /// Creates or replaces `object` in namespace `ns`.
+    pub fn apply_in(&self, ns: &str, mut object: Value) {
+        object["metadata"]["namespace"] = json!(ns);
         match &self.backing {
             Backing::Fake(s) => {
                 s.apply(object);
             }
-            Backing::Real(r) => r.apply(object),
+            Backing::Real(r) => r.apply(ns, object),
         }
     }
 
     /// Deletes `plural`/`name` in the namespace (absent: nothing happens).
     pub fn delete(&self, plural: &str, name: &str) {
+        self.delete_in(self.namespace(), plural, name);
+    }
+
+    /// Deletes `plural`/`name` in namespace `ns` (absent: nothing happens).
+    pub fn delete_in(&self, ns: &str, plural: &str, name: &str) {
         match &self.backing {
             Backing::Fake(s) => {
-                s.delete(plural, &self.namespace, name);
+                s.delete(plural, ns, name);
             }
-            Backing::Real(r) => r.delete(plural, name),
+            Backing::Real(r) => r.delete(ns, plural, name),
         }
     }
 
@@ -144,6 +178,14 @@ impl Cluster {
 pub mod objects {
     use super::apiserver::base64;
     use serde_json::{json, Value};
+
+    /// `object` with `labels` set (added to any it has).
+    pub fn labelled(mut object: Value, labels: &[(&str, &str)]) -> Value {
+        for (k, v) in labels {
+            object["metadata"]["labels"][*k] = json!(v);
+        }
+        object
+    }
 
     /// A ConfigMap `name` holding `data`.
     pub fn configmap(name: &str, data: &[(&str, &str)]) -> Value {
@@ -266,11 +308,11 @@ mod real {
     pub struct RealCluster {
         rt: tokio::runtime::Runtime,
         client: Client,
-        namespace: String,
+        namespaces: Vec<String>,
     }
 
     impl RealCluster {
-        pub fn connect(kubeconfig: &Path) -> RealCluster {
+        pub fn connect(kubeconfig: &Path, count: usize) -> RealCluster {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -282,27 +324,34 @@ mod real {
                     .expect("load SIDEKICK_TEST_KUBECONFIG");
                 Client::try_from(config).expect("client")
             });
-            let namespace = format!(
-                "sidekick-test-{}-{}",
-                std::process::id(),
-                NEXT.fetch_add(1, Ordering::SeqCst)
-            );
-            let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": namespace}}))
-                .expect("namespace object");
-            rt.block_on(Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns))
+            let mut namespaces = Vec::new();
+            for _ in 0..count {
+                let namespace = format!(
+                    "sidekick-test-{}-{}",
+                    std::process::id(),
+                    NEXT.fetch_add(1, Ordering::SeqCst)
+                );
+                let ns: Namespace =
+                    serde_json::from_value(json!({"metadata": {"name": namespace}}))
+                        .expect("namespace object");
+                rt.block_on(
+                    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns),
+                )
                 .expect("create test namespace");
+                namespaces.push(namespace);
+            }
             RealCluster {
                 rt,
                 client,
-                namespace,
+                namespaces,
             }
         }
 
-        pub fn namespace(&self) -> &str {
-            &self.namespace
+        pub fn namespaces(&self) -> &[String] {
+            &self.namespaces
         }
 
-        pub fn apply(&self, object: Value) {
+        pub fn apply(&self, ns: &str, object: Value) {
             let name = object["metadata"]["name"]
                 .as_str()
                 .expect("name")
@@ -310,7 +359,6 @@ mod real {
             let pp = PatchParams::apply("sidekick-test").force();
             let patch = Patch::Apply(&object);
             let c = self.client.clone();
-            let ns = self.namespace.as_str();
             let result = self.rt.block_on(async {
                 match object["kind"].as_str() {
                     Some("ConfigMap") => Api::<ConfigMap>::namespaced(c, ns)
@@ -335,9 +383,8 @@ mod real {
             result.unwrap_or_else(|e| panic!("apply {name}: {e}"));
         }
 
-        pub fn delete(&self, plural: &str, name: &str) {
+        pub fn delete(&self, ns: &str, plural: &str, name: &str) {
             let c = self.client.clone();
-            let ns = self.namespace.as_str();
             let dp = DeleteParams::default();
             let result = self.rt.block_on(async {
                 match plural {
@@ -369,9 +416,9 @@ mod real {
     impl Drop for RealCluster {
         fn drop(&mut self) {
             let api = Api::<Namespace>::all(self.client.clone());
-            let _ = self
-                .rt
-                .block_on(api.delete(&self.namespace, &DeleteParams::default()));
+            for ns in &self.namespaces {
+                let _ = self.rt.block_on(api.delete(ns, &DeleteParams::default()));
+            }
         }
     }
 }

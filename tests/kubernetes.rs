@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use crate::harness::{copy_tree, repo_root, Dir, Running};
-use sidekick_testkit::kubernetes::objects::{ep, Ep};
+use sidekick_testkit::kubernetes::objects::{self, ep, Ep};
 use sidekick_testkit::kubernetes::Cluster;
 
 /// sidekick watching `cluster` with the confdir `dir`.
@@ -388,4 +388,60 @@ fn example_renders_against_the_test_server() {
         dir.read(dir.out("default.conf")),
         "server {\n    listen 8080;\n    server_name proxy.example;\n    location / {\n        proxy_pass http://web;\n    }\n}\n"
     );
+}
+
+#[test]
+fn label_selector_across_namespaces_renders_and_follows() {
+    let cluster = Cluster::start_with_namespaces(2);
+    let [a, b] = [&cluster.namespaces()[0], &cluster.namespaces()[1]];
+    let (run, id) = cluster.run_label();
+    let web = |port: &str| {
+        objects::labelled(
+            objects::configmap("web", &[("port", port)]),
+            &[("app", "web"), (run, id)],
+        )
+    };
+    cluster.apply_in(a, web("80"));
+    cluster.apply_in(b, web("81"));
+    cluster.apply_in(b, objects::configmap("db", &[("port", "5432")]));
+    let dir = Dir::new();
+    let dest = resource(
+        &dir,
+        "ports",
+        &["/configmaps"],
+        "{% for kv in gets(pattern=\"/configmaps/*/*/port\") %}{{ kv.key }}={{ kv.value }}\n{% endfor %}",
+        "",
+    );
+    let selector = format!("app=web,{run}={id}");
+    let mut cmd = dir.command();
+    cmd.args(["--backend", "kubernetes", "--kubeconfig"])
+        .arg(cluster.kubeconfig())
+        .args([
+            "--namespace",
+            &format!("{a},{b}"),
+            "--kube-label",
+            &selector,
+        ])
+        .arg("--watch");
+    let mut sk = cmd.spawn();
+    sk.wait_for_file(
+        &dest,
+        &format!("/configmaps/{a}/web/port=80\n/configmaps/{b}/web/port=81\n"),
+    );
+    cluster.apply_in(b, web("82"));
+    sk.wait_for_file(
+        &dest,
+        &format!("/configmaps/{a}/web/port=80\n/configmaps/{b}/web/port=82\n"),
+    );
+    cluster.delete_in(a, "configmaps", "web");
+    sk.wait_for_file(&dest, &format!("/configmaps/{b}/web/port=82\n"));
+
+    // A bad selector stops the start, naming the flag and the part.
+    let out = dir
+        .command()
+        .args(["--backend", "kubernetes", "--onetime", "--kubeconfig"])
+        .arg(cluster.kubeconfig())
+        .args(["--all-namespaces", "--kube-label", "tier in (a,b"])
+        .run_fail();
+    out.assert_stderr_has(&["--kube-label \"tier in (a,b\"", "parentheses"]);
 }

@@ -461,6 +461,10 @@ pub(crate) fn build(settings: &Settings) -> Result<Arc<dyn Backend>, BuildError>
 
 /// Builds backend `kind` from `options`; `interval` is `--interval` (seconds),
 /// for the backends that poll.
+#[cfg_attr(
+    not(any(feature = "vault", feature = "redis")),
+    allow(unused_variables) // only the polling backends read `interval`
+)]
 pub(crate) fn build_kind(
     kind: &str,
     options: &BackendOptions,

@@ -245,25 +245,25 @@ fn check_value(value: &str) -> Result<(), String> {
 
 /// A label name or value: 1-63 of `[A-Za-z0-9-_.]`, alphanumeric at both ends.
 fn is_label_word(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && b[0].is_ascii_alphanumeric()
-        && b[b.len() - 1].is_ascii_alphanumeric()
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(c))
+    is_word(s, |c| c.is_ascii_alphanumeric() || b"-_.".contains(&c))
 }
 
 /// An RFC 1123 label (a namespace name): 1-63 of `[a-z0-9-]`, alphanumeric at
 /// both ends.
 fn is_dns_label(s: &str) -> bool {
+    is_word(s, |c| {
+        c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-'
+    })
+}
+
+/// 1-63 bytes, each `allowed`, the first and last alphanumeric.
+fn is_word(s: &str, allowed: impl Fn(u8) -> bool) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= 63
         && b[0].is_ascii_alphanumeric()
         && b[b.len() - 1].is_ascii_alphanumeric()
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter().all(|&c| allowed(c))
 }
 
 fn config_error(message: String) -> BackendError {

@@ -87,7 +87,7 @@ bin="$work/target/debug/sidekick"
 undocumented=()
 for sub in "" dev exec metadata-server convert check render completions man; do
   # shellcheck disable=SC2086
-  for flag in $("$bin" $sub --help | grep -oE '^ +(-[a-zA-Z], )?--[a-z][a-z-]*' | grep -oE -- '--[a-z-]+'); do
+  for flag in $("$bin" $sub --help | grep -oE '^ +(-[a-zA-Z], )?--[a-z][a-z0-9-]*' | grep -oE -- '--[a-z0-9-]+'); do
     grep -qE -- "\`$flag[ =\`]" README.md || undocumented+=("$flag${sub:+ ($sub)}")
   done
 done

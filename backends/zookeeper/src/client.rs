@@ -22,12 +22,13 @@ pub(crate) async fn connect(config: &Resolved) -> Result<zk::Client, BackendErro
     let timing = config.timing;
     let mut connector = zk::Client::connector()
         .with_session_timeout(timing.session_timeout)
-        .with_connection_timeout(timing.connect_timeout)
+        .with_connection_timeout(timing.liveness_timeout)
         .with_fail_eagerly();
     if let Some((user, password)) = &config.user {
         connector = connector.with_auth("digest", format!("{user}:{password}").as_bytes());
     }
-    let attempt = connector.connect(&config.label);
+    let servers = reachable_servers(config).await?;
+    let attempt = connector.connect(&servers);
     // The library gives up after one round over the servers (fail eagerly),
     // but a server that accepts and then says nothing is bounded here too.
     let limit = timing.connect_timeout + Duration::from_secs(1);
@@ -39,6 +40,32 @@ pub(crate) async fn connect(config: &Resolved) -> Result<zk::Client, BackendErro
             format!("no session established within {limit:?}"),
         )),
     }
+}
+
+/// The connect string: the servers that accept a TCP connection. The library
+/// tries servers in a random order, each for up to the liveness timeout, so a
+/// firewalled server (SYN dropped) would use up the connect limit whenever it
+/// came first. One server is not probed; with several and none reachable, the
+/// probes' reasons are the error.
+async fn reachable_servers(config: &Resolved) -> Result<String, BackendError> {
+    if config.nodes.len() < 2 {
+        return Ok(config.label.clone());
+    }
+    let probes = config.nodes.iter().map(|node| async move {
+        let probe = tokio::net::TcpStream::connect(node.as_str());
+        match tokio::time::timeout(config.timing.connect_timeout, probe).await {
+            Ok(Ok(_)) => Ok(node.as_str()),
+            Ok(Err(e)) => Err(format!("{node}: {e}")),
+            Err(_) => Err(format!("{node}: connect timed out")),
+        }
+    });
+    let (up, down): (Vec<_>, Vec<_>) = join_all(probes).await.into_iter().partition(Result::is_ok);
+    if up.is_empty() {
+        let reasons: Vec<String> = down.into_iter().filter_map(Result::err).collect();
+        return Err(unavailable(&config.label, reasons.join("; ")));
+    }
+    let up: Vec<&str> = up.into_iter().filter_map(Result::ok).collect();
+    Ok(up.join(","))
 }
 
 /// Why a session could not be opened. The library reports every refused or

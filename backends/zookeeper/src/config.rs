@@ -51,6 +51,11 @@ pub struct Timing {
     /// Limit on establishing a session (TCP connect and handshake), so that
     /// `--onetime` against a dead or silent server fails within seconds.
     pub connect_timeout: Duration,
+    /// How long an established connection may go without an answer before
+    /// it is given up (the client library's connection timeout). The library
+    /// wakes every eighth of it and pings every three eighths, so it is what
+    /// an idle session costs: 12 s is a wake-up every 1.5 s.
+    pub liveness_timeout: Duration,
     /// Limit on one read of a whole prefix (all its znodes).
     pub request_timeout: Duration,
     /// First delay before reconnecting after a failure; doubles each time.
@@ -62,8 +67,9 @@ pub struct Timing {
 impl Default for Timing {
     fn default() -> Self {
         Timing {
-            session_timeout: Duration::from_secs(10),
+            session_timeout: Duration::from_secs(20),
             connect_timeout: Duration::from_secs(3),
+            liveness_timeout: Duration::from_secs(12),
             request_timeout: Duration::from_secs(30),
             backoff_start: Duration::from_millis(100),
             backoff_cap: Duration::from_secs(5),

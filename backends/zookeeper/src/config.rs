@@ -53,8 +53,9 @@ pub struct Timing {
     pub connect_timeout: Duration,
     /// How long an established connection may go without an answer before
     /// it is given up (the client library's connection timeout). The library
-    /// wakes every eighth of it and pings every three eighths, so it is what
-    /// an idle session costs: 12 s is a wake-up every 1.5 s.
+    /// wakes every eighth of it and pings once three eighths pass without a
+    /// request, so it sets what an idle session costs: 12 s is a wake-up every
+    /// 1.5 s and a ping every 6 s.
     pub liveness_timeout: Duration,
     /// Limit on one read of a whole prefix (all its znodes).
     pub request_timeout: Duration,

@@ -13,6 +13,7 @@ mod catalog;
 pub mod driver;
 mod error;
 mod keys;
+pub mod tls;
 
 pub use backoff::Backoff;
 pub use catalog::{Catalog, ServiceInstance};

@@ -3,10 +3,11 @@
 //! connection is tried.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use etcd_client::{Certificate, ConnectOptions, Identity, TlsOptions};
+use sidekick_backend::tls::TlsFiles;
 use sidekick_backend::BackendError;
 
 use crate::NAME;
@@ -213,47 +214,25 @@ fn check_endpoint(endpoint: &str, use_tls: bool) -> Result<(), BackendError> {
 }
 
 fn tls_options(config: &EtcdConfig, endpoints: &[String]) -> Result<TlsOptions, BackendError> {
-    let mut tls = TlsOptions::new();
-    match &config.client_ca_keys {
-        Some(path) => tls = tls.ca_certificate(Certificate::from_pem(read_pem(path, "CA")?)),
-        None => {
-            // Built without a system trust store (no OpenSSL, no native roots):
-            // etcd's certificate can only be checked against a given CA.
-            return Err(config_error(format!(
-                "TLS to {} needs --client-ca-keys (the CA that signed etcd's certificate)",
-                endpoints.join(",")
-            )));
-        }
-    }
-    match (&config.client_cert, &config.client_key) {
-        (Some(cert), Some(key)) => {
-            tls = tls.identity(Identity::from_pem(
-                read_pem(cert, "client certificate")?,
-                read_pem(key, "client key")?,
-            ));
-        }
-        (None, None) => {}
-        (Some(_), None) => {
-            return Err(config_error("--client-cert needs --client-key".to_string()))
-        }
-        (None, Some(_)) => {
-            return Err(config_error("--client-key needs --client-cert".to_string()))
-        }
+    let files = TlsFiles::read(
+        NAME,
+        config.client_ca_keys.as_deref(),
+        config.client_cert.as_deref(),
+        config.client_key.as_deref(),
+    )?;
+    // Built without a system trust store (no OpenSSL, no native roots):
+    // etcd's certificate can only be checked against a given CA.
+    let Some(ca) = files.ca else {
+        return Err(config_error(format!(
+            "TLS to {} needs --client-ca-keys (the CA that signed etcd's certificate)",
+            endpoints.join(",")
+        )));
+    };
+    let mut tls = TlsOptions::new().ca_certificate(Certificate::from_pem(ca));
+    if let Some((cert, key)) = files.client {
+        tls = tls.identity(Identity::from_pem(cert, key));
     }
     Ok(tls)
-}
-
-/// Reads a PEM file, checking that it holds at least one PEM block.
-fn read_pem(path: &Path, what: &str) -> Result<Vec<u8>, BackendError> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| config_error(format!("cannot read {what} {}: {e}", path.display())))?;
-    if !bytes.windows(11).any(|w| w == b"-----BEGIN ") {
-        return Err(config_error(format!(
-            "{what} {} is not a PEM file (no -----BEGIN line)",
-            path.display()
-        )));
-    }
-    Ok(bytes)
 }
 
 pub(crate) fn config_error(message: String) -> BackendError {

@@ -4,10 +4,11 @@
 //! tried.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use redis::{ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo};
+use sidekick_backend::tls::TlsFiles;
 use sidekick_backend::BackendError;
 
 use crate::NAME;
@@ -253,7 +254,12 @@ impl Resolved {
             || config.client_cert.is_some()
             || config.client_key.is_some();
         let tls_files = match has_tls_files {
-            true => Some(TlsFiles::read(config)?),
+            true => Some(TlsFiles::read(
+                NAME,
+                config.client_ca_keys.as_deref(),
+                config.client_cert.as_deref(),
+                config.client_key.as_deref(),
+            )?),
             false => None,
         };
         if let Some(db) = config.database {
@@ -324,7 +330,7 @@ impl Resolved {
                 .map_err(|e| config_error(format!("node {label}: {e}")))?
                 .set_redis_settings(redis_info);
             let client = match (&tls_files, parsed.tls) {
-                (Some(files), true) => redis::Client::build_with_tls(info, files.certificates()),
+                (Some(files), true) => redis::Client::build_with_tls(info, certificates(files)),
                 _ => redis::Client::open(info),
             }
             .map_err(|e| config_error(format!("cannot set up a client for {label}: {e}")))?;
@@ -360,56 +366,18 @@ fn parse_node_label_safe(text: &str) -> String {
     }
 }
 
-/// The PEM files for `rediss://`.
-#[derive(Clone)]
-struct TlsFiles {
-    ca: Option<Vec<u8>>,
-    client: Option<(Vec<u8>, Vec<u8>)>,
-}
-
-impl TlsFiles {
-    fn read(config: &RedisConfig) -> Result<TlsFiles, BackendError> {
-        let ca = match &config.client_ca_keys {
-            Some(path) => Some(read_pem(path, "CA")?),
-            None => None,
-        };
-        let client = match (&config.client_cert, &config.client_key) {
-            (Some(cert), Some(key)) => Some((
-                read_pem(cert, "client certificate")?,
-                read_pem(key, "client key")?,
-            )),
-            (None, None) => None,
-            (Some(_), None) => return Err(config_error("--client-cert needs --client-key".into())),
-            (None, Some(_)) => return Err(config_error("--client-key needs --client-cert".into())),
-        };
-        Ok(TlsFiles { ca, client })
+/// The certificates of `rediss://`, as redis-rs takes them.
+fn certificates(files: &TlsFiles) -> redis::TlsCertificates {
+    redis::TlsCertificates {
+        client_tls: files
+            .client
+            .as_ref()
+            .map(|(cert, key)| redis::ClientTlsConfig {
+                client_cert: cert.clone(),
+                client_key: key.clone(),
+            }),
+        root_cert: files.ca.clone(),
     }
-
-    fn certificates(&self) -> redis::TlsCertificates {
-        redis::TlsCertificates {
-            client_tls: self
-                .client
-                .as_ref()
-                .map(|(cert, key)| redis::ClientTlsConfig {
-                    client_cert: cert.clone(),
-                    client_key: key.clone(),
-                }),
-            root_cert: self.ca.clone(),
-        }
-    }
-}
-
-/// Reads a PEM file, checking that it holds at least one PEM block.
-fn read_pem(path: &Path, what: &str) -> Result<Vec<u8>, BackendError> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| config_error(format!("cannot read {what} {}: {e}", path.display())))?;
-    if !bytes.windows(11).any(|w| w == b"-----BEGIN ") {
-        return Err(config_error(format!(
-            "{what} {} is not a PEM file (no -----BEGIN line)",
-            path.display()
-        )));
-    }
-    Ok(bytes)
 }
 
 pub(crate) fn config_error(message: String) -> BackendError {

@@ -3,9 +3,10 @@
 //! start so that a typo fails before any request is made.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
+use sidekick_backend::tls::TlsFiles;
 use sidekick_backend::BackendError;
 
 use crate::NAME;
@@ -246,51 +247,13 @@ impl Resolved {
             .pool_idle_timeout(Some(Duration::from_secs(90)))
             .http1_only()
             .no_proxy();
-        if let Some(ca) = &config.ca_file {
-            let pem = read_pem(ca, "--client-ca-keys")?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                config_error(format!(
-                    "--client-ca-keys {}: not PEM certificates: {e}",
-                    ca.display()
-                ))
-            })?;
-            if certs.is_empty() {
-                return Err(config_error(format!(
-                    "--client-ca-keys {}: no certificate in the file",
-                    ca.display()
-                )));
-            }
-            builder = builder.tls_built_in_root_certs(false);
-            for cert in certs {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
-        match (&config.cert_file, &config.key_file) {
-            (Some(cert), Some(key)) => {
-                let mut pem = read_pem(cert, "--client-cert")?;
-                pem.push(b'\n');
-                pem.extend(read_pem(key, "--client-key")?);
-                let identity = reqwest::Identity::from_pem(&pem).map_err(|e| {
-                    config_error(format!(
-                        "--client-cert {} / --client-key {}: not a PEM certificate and key: {e}",
-                        cert.display(),
-                        key.display()
-                    ))
-                })?;
-                builder = builder.identity(identity);
-            }
-            (Some(_), None) => {
-                return Err(config_error(
-                    "--client-cert needs --client-key as well".to_string(),
-                ))
-            }
-            (None, Some(_)) => {
-                return Err(config_error(
-                    "--client-key needs --client-cert as well".to_string(),
-                ))
-            }
-            (None, None) => {}
-        }
+        let tls = TlsFiles::read(
+            NAME,
+            config.ca_file.as_deref(),
+            config.cert_file.as_deref(),
+            config.key_file.as_deref(),
+        )?;
+        builder = tls.apply_to(NAME, builder)?;
         let http = builder
             .build()
             .map_err(|e| config_error(format!("cannot set up the HTTP client: {e}")))?;
@@ -354,10 +317,6 @@ fn check_auth_mount(mount: &str) -> Result<(), BackendError> {
         return Err(config_error("--vault-auth-mount is empty".to_string()));
     }
     Ok(())
-}
-
-fn read_pem(path: &Path, flag: &str) -> Result<Vec<u8>, BackendError> {
-    std::fs::read(path).map_err(|e| config_error(format!("{flag} {}: {e}", path.display())))
 }
 
 pub(crate) fn config_error(message: String) -> BackendError {

@@ -155,3 +155,104 @@ fn read_response(reader: &mut BufReader<TcpStream>) -> io::Result<Response> {
         body,
     })
 }
+
+/// A request as the test servers read it: the method, the path and query
+/// parameters percent-decoded, headers by lower-cased name, the body
+/// (de-chunked).
+#[derive(Debug, Clone)]
+pub struct ServerRequest {
+    /// The method as sent.
+    pub method: String,
+    /// The path, decoded, without the query.
+    pub path: String,
+    /// Query parameters, decoded (`?recurse` is `recurse` = "").
+    pub query: BTreeMap<String, String>,
+    /// Headers by lower-cased name.
+    pub headers: BTreeMap<String, String>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl ServerRequest {
+    /// True when the query has parameter `name` (with or without a value).
+    pub fn has_query(&self, name: &str) -> bool {
+        self.query.contains_key(name)
+    }
+
+    /// True when the client asked to close the connection after the answer.
+    pub fn wants_close(&self) -> bool {
+        self.headers
+            .get("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"))
+    }
+}
+
+/// Reads the next request of a kept-alive connection; `None` at its end or on
+/// a request line or header block that is cut short.
+pub fn read_request(reader: &mut impl BufRead) -> io::Result<Option<ServerRequest>> {
+    let mut line = String::new();
+    if reader.read_line(&mut line)? == 0 {
+        return Ok(None);
+    }
+    let mut parts = line.split_whitespace();
+    let (Some(method), Some(target)) = (parts.next(), parts.next()) else {
+        return Ok(None);
+    };
+    let (headers, complete) = read_headers(reader)?;
+    if !complete {
+        return Ok(None);
+    }
+    let mut body = Vec::new();
+    if let Some(len) = headers
+        .get("content-length")
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        body.resize(len, 0);
+        reader.read_exact(&mut body)?;
+    } else if headers
+        .get("transfer-encoding")
+        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+    {
+        body = read_chunked(reader)?;
+    }
+    let (raw_path, raw_query) = target.split_once('?').unwrap_or((target, ""));
+    let query = raw_query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect();
+    Ok(Some(ServerRequest {
+        method: method.to_string(),
+        path: percent_decode(raw_path),
+        query,
+        headers,
+        body,
+    }))
+}
+
+/// `%XX` escapes decoded (`+` stays `+`); bad escapes are kept as written.
+pub fn percent_decode(s: &str) -> String {
+    fn hex(b: u8) -> Option<u8> {
+        char::from(b)
+            .to_digit(16)
+            .and_then(|d| u8::try_from(d).ok())
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push(h * 16 + l);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}

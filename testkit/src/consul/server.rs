@@ -55,7 +55,7 @@
 //! (the TLS test puts a rustls proxy in front), check TTL expiry.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -416,19 +416,7 @@ impl Drop for FakeConsul {
 }
 
 /// One parsed request.
-struct Request {
-    method: String,
-    path: String,
-    query: BTreeMap<String, String>,
-    headers: BTreeMap<String, String>,
-    body: Vec<u8>,
-}
-
-impl Request {
-    fn flag(&self, name: &str) -> bool {
-        self.query.contains_key(name)
-    }
-}
+type Request = crate::http::ServerRequest;
 
 /// One response.
 struct Response {
@@ -473,11 +461,8 @@ fn serve_connection(shared: &Shared, conn: TcpStream, incarnation: u64) {
     };
     let mut reader = BufReader::new(read_half);
     let mut writer = conn;
-    while let Ok(Some(request)) = read_request(&mut reader) {
-        let close = request
-            .headers
-            .get("connection")
-            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+    while let Ok(Some(request)) = crate::http::read_request(&mut reader) {
+        let close = request.wants_close();
         let Some(response) = handle(shared, &request, incarnation) else {
             // The agent died while this request waited: no answer.
             let _ = writer.shutdown(Shutdown::Both);
@@ -488,50 +473,6 @@ fn serve_connection(shared: &Shared, conn: TcpStream, incarnation: u64) {
         }
     }
     let _ = writer.shutdown(Shutdown::Both);
-}
-
-fn read_request(reader: &mut BufReader<TcpStream>) -> std::io::Result<Option<Request>> {
-    let mut line = String::new();
-    if reader.read_line(&mut line)? == 0 {
-        return Ok(None);
-    }
-    let mut parts = line.split_whitespace();
-    let (Some(method), Some(target)) = (parts.next(), parts.next()) else {
-        return Ok(None);
-    };
-    let (headers, complete) = crate::http::read_headers(reader)?;
-    if !complete {
-        return Ok(None);
-    }
-    let mut body = Vec::new();
-    if let Some(len) = headers
-        .get("content-length")
-        .and_then(|v| v.parse::<usize>().ok())
-    {
-        body.resize(len, 0);
-        reader.read_exact(&mut body)?;
-    } else if headers
-        .get("transfer-encoding")
-        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
-    {
-        body = crate::http::read_chunked(reader)?;
-    }
-    let (raw_path, raw_query) = target.split_once('?').unwrap_or((target, ""));
-    let query = raw_query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (decode(k), decode(v))
-        })
-        .collect();
-    Ok(Some(Request {
-        method: method.to_string(),
-        path: decode(raw_path),
-        query,
-        headers,
-        body,
-    }))
 }
 
 fn write_response(w: &mut TcpStream, r: &Response, close: bool) -> std::io::Result<()> {
@@ -565,30 +506,6 @@ fn write_response(w: &mut TcpStream, r: &Response, close: bool) -> std::io::Resu
     out.extend_from_slice(&r.body);
     w.write_all(&out)?;
     w.flush()
-}
-
-/// Percent-decoding of a path or query part.
-fn decode(s: &str) -> String {
-    fn hex(b: u8) -> Option<u8> {
-        char::from(b)
-            .to_digit(16)
-            .and_then(|d| u8::try_from(d).ok())
-    }
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                out.push(h * 16 + l);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A Go duration as Consul's `wait` takes it (`300ms`, `5s`, `1m`, `1h`, or
@@ -871,7 +788,7 @@ fn handle(shared: &Shared, req: &Request, incarnation: u64) -> Option<Response> 
                     return Some(denied("key:write", key));
                 }
                 let i = st.next();
-                let keys: Vec<String> = if req.flag("recurse") {
+                let keys: Vec<String> = if req.has_query("recurse") {
                     st.kv
                         .keys()
                         .filter(|k| k.starts_with(key))
@@ -1072,7 +989,7 @@ fn kv_get(
     policy: &Policy,
     incarnation: u64,
 ) -> Option<Response> {
-    if !req.flag("recurse") && !req.flag("keys") {
+    if !req.has_query("recurse") && !req.has_query("keys") {
         if key.is_empty() {
             return Some(Response::text(400, "Missing key name"));
         }
@@ -1081,7 +998,7 @@ fn kv_get(
         }
     }
     blocking(shared, req, incarnation, |st| {
-        let recurse = req.flag("recurse") || req.flag("keys");
+        let recurse = req.has_query("recurse") || req.has_query("keys");
         let all: Vec<(&String, &KvEntry)> = if recurse {
             st.kv
                 .range(key.to_string()..)
@@ -1103,12 +1020,12 @@ fn kv_get(
         };
         let mut r = if visible.is_empty() {
             Response::text(404, "")
-        } else if req.flag("keys") {
+        } else if req.has_query("keys") {
             Response::json(
                 200,
                 &json!(visible.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>()),
             )
-        } else if req.flag("raw") {
+        } else if req.has_query("raw") {
             Response {
                 status: 200,
                 index: None,
@@ -1330,6 +1247,6 @@ mod tests {
         assert_eq!(parse_wait("300ms"), Some(Duration::from_millis(300)));
         assert_eq!(parse_wait("5m"), Some(Duration::from_secs(300)));
         assert_eq!(parse_wait("x"), None);
-        assert_eq!(decode("a%2Fb%20c"), "a/b c");
+        assert_eq!(crate::http::percent_decode("a%2Fb%20c"), "a/b c");
     }
 }

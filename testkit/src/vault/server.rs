@@ -50,7 +50,7 @@
 //! `max_versions`, leases of dynamic secrets, TLS.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -522,51 +522,20 @@ fn serve_connection(shared: &Shared, conn: TcpStream, incarnation: u64) {
 }
 
 fn read_request(reader: &mut BufReader<TcpStream>) -> std::io::Result<Option<Request>> {
-    let mut line = String::new();
-    if reader.read_line(&mut line)? == 0 {
-        return Ok(None);
-    }
-    let mut parts = line.split_whitespace();
-    let (Some(method), Some(target)) = (parts.next(), parts.next()) else {
+    let Some(r) = crate::http::read_request(reader)? else {
         return Ok(None);
     };
-    let (headers, complete) = crate::http::read_headers(reader)?;
-    if !complete {
-        return Ok(None);
-    }
-    let mut body = Vec::new();
-    if let Some(len) = headers
-        .get("content-length")
-        .and_then(|v| v.parse::<usize>().ok())
-    {
-        body.resize(len, 0);
-        reader.read_exact(&mut body)?;
-    } else if headers
-        .get("transfer-encoding")
-        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
-    {
-        body = crate::http::read_chunked(reader)?;
-    }
-    let (raw_path, raw_query) = target.split_once('?').unwrap_or((target, ""));
-    let query = raw_query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (decode(k), decode(v))
-        })
-        .collect();
-    let path = decode(raw_path);
-    let path = path
+    let path = r
+        .path
         .strip_prefix("/v1/")
-        .unwrap_or(path.trim_start_matches('/'))
+        .unwrap_or(r.path.trim_start_matches('/'))
         .to_string();
     Ok(Some(Request {
-        method: method.to_ascii_uppercase(),
+        method: r.method.to_ascii_uppercase(),
         path,
-        query,
-        headers,
-        body,
+        query: r.query,
+        headers: r.headers,
+        body: r.body,
     }))
 }
 
@@ -603,30 +572,6 @@ fn write_response(w: &mut TcpStream, r: &Response, close: bool) -> std::io::Resu
     out.extend_from_slice(&body);
     w.write_all(&out)?;
     w.flush()
-}
-
-/// Percent-decoding of a path or query part.
-fn decode(s: &str) -> String {
-    fn hex(b: u8) -> Option<u8> {
-        char::from(b)
-            .to_digit(16)
-            .and_then(|d| u8::try_from(d).ok())
-    }
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                out.push(h * 16 + l);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// RFC 3339 UTC time of now, as Vault writes `created_time`.

@@ -51,21 +51,40 @@ async fn reachable_servers(config: &Resolved) -> Result<String, BackendError> {
     if config.nodes.len() < 2 {
         return Ok(config.label.clone());
     }
+    let probes = probe(config).await;
+    let up: Vec<&str> = config
+        .nodes
+        .iter()
+        .zip(&probes)
+        .filter(|(_, probe)| probe.is_ok())
+        .map(|(node, _)| node.as_str())
+        .collect();
+    if up.is_empty() {
+        let reasons = config
+            .nodes
+            .iter()
+            .zip(probes)
+            .filter_map(|(node, probe)| probe.err().map(|why| format!("{node}: {why}")));
+        return Err(unavailable(
+            &config.label,
+            reasons.collect::<Vec<_>>().join("; "),
+        ));
+    }
+    Ok(up.join(","))
+}
+
+/// A TCP connect to each server, all at once, each bounded by the connect
+/// timeout: `Err` says why one cannot be reached (refused, timed out...).
+async fn probe(config: &Resolved) -> Vec<Result<(), String>> {
     let probes = config.nodes.iter().map(|node| async move {
-        let probe = tokio::net::TcpStream::connect(node.as_str());
-        match tokio::time::timeout(config.timing.connect_timeout, probe).await {
-            Ok(Ok(_)) => Ok(node.as_str()),
-            Ok(Err(e)) => Err(format!("{node}: {e}")),
-            Err(_) => Err(format!("{node}: connect timed out")),
+        let connect = tokio::net::TcpStream::connect(node.as_str());
+        match tokio::time::timeout(config.timing.connect_timeout, connect).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("connect timed out".to_string()),
         }
     });
-    let (up, down): (Vec<_>, Vec<_>) = join_all(probes).await.into_iter().partition(Result::is_ok);
-    if up.is_empty() {
-        let reasons: Vec<String> = down.into_iter().filter_map(Result::err).collect();
-        return Err(unavailable(&config.label, reasons.join("; ")));
-    }
-    let up: Vec<&str> = up.into_iter().filter_map(Result::ok).collect();
-    Ok(up.join(","))
+    join_all(probes).await
 }
 
 /// Why a session could not be opened. The library reports every refused or
@@ -78,20 +97,21 @@ async fn connect_error(config: &Resolved, error: zk::Error) -> BackendError {
     ) {
         return client_error(config, error, "/");
     }
-    let mut reasons = Vec::new();
-    for node in &config.nodes {
-        let probe = tokio::net::TcpStream::connect(node.as_str());
-        let reason = match tokio::time::timeout(config.timing.connect_timeout, probe).await {
-            Ok(Ok(_)) => format!("no ZooKeeper session ({error})"),
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => "connect timed out".to_string(),
-        };
-        // The error names the servers already; with several, say which is which.
-        match config.nodes.len() {
-            1 => reasons.push(reason),
-            _ => reasons.push(format!("{node}: {reason}")),
-        }
-    }
+    let reasons: Vec<String> = config
+        .nodes
+        .iter()
+        .zip(probe(config).await)
+        .map(|(node, probe)| {
+            let reason = probe
+                .err()
+                .unwrap_or_else(|| format!("no ZooKeeper session ({error})"));
+            // The error names the servers already; with several, say which is which.
+            match config.nodes.len() {
+                1 => reason,
+                _ => format!("{node}: {reason}"),
+            }
+        })
+        .collect();
     unavailable(&config.label, reasons.join("; "))
 }
 

@@ -23,6 +23,8 @@
 // Test-only crate: a panic is a failed test, so unwrap/expect are the point.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[cfg(any(feature = "consul", feature = "vault"))]
+pub mod acceptor;
 pub mod bench;
 #[cfg(feature = "consul")]
 pub mod consul;

@@ -57,13 +57,13 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufReader, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use serde_json::{json, Value};
+
+use crate::acceptor::Acceptor;
 
 /// The agent's own node, where `/v1/agent/service/register` puts services.
 pub const AGENT_NODE: &str = "fake-agent";
@@ -165,8 +165,6 @@ struct State {
 struct Shared {
     state: Mutex<State>,
     changed: Condvar,
-    /// Open connections of the current incarnation, to cut on stop.
-    conns: Mutex<Vec<TcpStream>>,
 }
 
 impl Shared {
@@ -177,16 +175,10 @@ impl Shared {
     }
 }
 
-struct Listener {
-    stop: Arc<AtomicBool>,
-    thread: JoinHandle<()>,
-}
-
 /// A running fake agent on `127.0.0.1`. Stops when dropped.
 pub struct FakeConsul {
     shared: Arc<Shared>,
-    addr: SocketAddr,
-    listener: Mutex<Option<Listener>>,
+    acceptor: Acceptor,
 }
 
 impl Default for FakeConsul {
@@ -199,12 +191,10 @@ impl FakeConsul {
     /// Listens on a free port of 127.0.0.1, with the agent's node and its
     /// `consul` service registered, ACLs off.
     pub fn start() -> FakeConsul {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the fake Consul agent");
-        let addr = listener.local_addr().expect("local address");
+        let (acceptor, listener) = Acceptor::bind();
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
-            conns: Mutex::new(Vec::new()),
         });
         {
             let mut st = shared.lock();
@@ -234,23 +224,19 @@ impl FakeConsul {
                 },
             );
         }
-        let fake = FakeConsul {
-            shared,
-            addr,
-            listener: Mutex::new(None),
-        };
+        let fake = FakeConsul { shared, acceptor };
         fake.serve(listener);
         fake
     }
 
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.acceptor.addr())
     }
 
     /// The listening address.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.acceptor.addr()
     }
 
     /// The current raft index.
@@ -333,79 +319,29 @@ impl FakeConsul {
     /// Kills the agent: stops listening and cuts every open connection,
     /// blocking queries included. The data stays for [`FakeConsul::restart`].
     pub fn stop(&self) {
-        let listener = self
-            .listener
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        if let Some(l) = listener {
-            l.stop.store(true, Ordering::SeqCst);
-            // Wake the accept call; the loop sees the flag and drops the socket.
-            let _ = TcpStream::connect(self.addr);
-            let _ = l.thread.join();
-        }
+        self.acceptor.stop_accepting();
         {
             let mut st = self.shared.lock();
             st.stopped = true;
             st.incarnation += 1;
         }
         self.shared.changed.notify_all();
-        let conns = std::mem::take(
-            &mut *self
-                .shared
-                .conns
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
-        for c in conns {
-            let _ = c.shutdown(Shutdown::Both);
-        }
+        self.acceptor.cut_connections();
     }
 
     /// Starts listening again on the same port, with the same data.
     pub fn restart(&self) {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let listener = loop {
-            match TcpListener::bind(self.addr) {
-                Ok(l) => break l,
-                Err(e) if Instant::now() < deadline => {
-                    let _ = e;
-                    thread::sleep(Duration::from_millis(20));
-                }
-                Err(e) => panic!("rebind {}: {e}", self.addr),
-            }
-        };
+        let listener = self.acceptor.rebind();
         self.shared.lock().stopped = false;
         self.serve(listener);
     }
 
     fn serve(&self, listener: TcpListener) {
-        let stop = Arc::new(AtomicBool::new(false));
         let shared = Arc::clone(&self.shared);
-        let flag = Arc::clone(&stop);
         let incarnation = shared.lock().incarnation;
-        let thread = thread::spawn(move || {
-            for conn in listener.incoming() {
-                if flag.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(conn) = conn else { continue };
-                let _ = conn.set_nodelay(true);
-                if let Ok(clone) = conn.try_clone() {
-                    shared
-                        .conns
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .push(clone);
-                }
-                let shared = Arc::clone(&shared);
-                thread::spawn(move || serve_connection(&shared, conn, incarnation));
-            }
+        self.acceptor.serve(listener, move |conn| {
+            serve_connection(&shared, conn, incarnation);
         });
-        *self
-            .listener
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Listener { stop, thread });
     }
 }
 

@@ -52,12 +52,13 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{BufReader, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Map, Value};
+
+use crate::acceptor::Acceptor;
 
 /// The root token every fake starts with.
 pub const ROOT_TOKEN: &str = "root";
@@ -202,7 +203,6 @@ struct State {
 
 struct Shared {
     state: Mutex<State>,
-    conns: Mutex<Vec<TcpStream>>,
     next_token: AtomicU64,
 }
 
@@ -214,16 +214,10 @@ impl Shared {
     }
 }
 
-struct Listener {
-    stop: Arc<AtomicBool>,
-    thread: JoinHandle<()>,
-}
-
 /// A running fake Vault on `127.0.0.1`. Stops when dropped.
 pub struct FakeVault {
     shared: Arc<Shared>,
-    addr: SocketAddr,
-    listener: Mutex<Option<Listener>>,
+    acceptor: Acceptor,
 }
 
 impl Default for FakeVault {
@@ -236,11 +230,9 @@ impl FakeVault {
     /// Listens on a free port of 127.0.0.1, unsealed, with the root token
     /// [`ROOT_TOKEN`] and no mounts.
     pub fn start() -> FakeVault {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the fake Vault");
-        let addr = listener.local_addr().expect("local address");
+        let (acceptor, listener) = Acceptor::bind();
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
-            conns: Mutex::new(Vec::new()),
             next_token: AtomicU64::new(1),
         });
         let now = Instant::now();
@@ -255,23 +247,19 @@ impl FakeVault {
                 max_ttl: None,
             },
         );
-        let fake = FakeVault {
-            shared,
-            addr,
-            listener: Mutex::new(None),
-        };
+        let fake = FakeVault { shared, acceptor };
         fake.serve(listener);
         fake
     }
 
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.acceptor.addr())
     }
 
     /// The listening address.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.acceptor.addr()
     }
 
     /// Issues a token with `policy`, `ttl` (`None`: never expires), and
@@ -355,74 +343,28 @@ impl FakeVault {
     /// Kills the server: stops listening and cuts every open connection.
     /// The data stays for [`FakeVault::restart`].
     pub fn stop(&self) {
-        let listener = self
-            .listener
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        if let Some(l) = listener {
-            l.stop.store(true, Ordering::SeqCst);
-            let _ = TcpStream::connect(self.addr);
-            let _ = l.thread.join();
-        }
+        self.acceptor.stop_accepting();
         {
             let mut st = self.shared.lock();
             st.stopped = true;
             st.incarnation += 1;
         }
-        let conns = std::mem::take(
-            &mut *self
-                .shared
-                .conns
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
-        for c in conns {
-            let _ = c.shutdown(Shutdown::Both);
-        }
+        self.acceptor.cut_connections();
     }
 
     /// Listens again on the same port, with the same data and tokens.
     pub fn restart(&self) {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let listener = loop {
-            match TcpListener::bind(self.addr) {
-                Ok(l) => break l,
-                Err(_) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
-                Err(e) => panic!("rebind {}: {e}", self.addr),
-            }
-        };
+        let listener = self.acceptor.rebind();
         self.shared.lock().stopped = false;
         self.serve(listener);
     }
 
     fn serve(&self, listener: TcpListener) {
-        let stop = Arc::new(AtomicBool::new(false));
         let shared = Arc::clone(&self.shared);
-        let flag = Arc::clone(&stop);
         let incarnation = shared.lock().incarnation;
-        let thread = thread::spawn(move || {
-            for conn in listener.incoming() {
-                if flag.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(conn) = conn else { continue };
-                let _ = conn.set_nodelay(true);
-                if let Ok(clone) = conn.try_clone() {
-                    shared
-                        .conns
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .push(clone);
-                }
-                let shared = Arc::clone(&shared);
-                thread::spawn(move || serve_connection(&shared, conn, incarnation));
-            }
+        self.acceptor.serve(listener, move |conn| {
+            serve_connection(&shared, conn, incarnation);
         });
-        *self
-            .listener
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Listener { stop, thread });
     }
 }
 

@@ -2,9 +2,10 @@
 //! confdir with one resource, the process to measure and its costs read from
 //! `/proc`, and how figures are printed.
 
+use std::io::Read;
 use std::path::Path;
 use std::process::Child;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::wait;
 
@@ -56,6 +57,32 @@ pub fn wait_for(path: &Path, content: &str, timeout: Duration) -> Result<()> {
         return Err(format!("{} never held {content:?}", path.display()).into());
     }
     Ok(())
+}
+
+/// Polls `dest` every `poll` until it holds exactly `expected`, and returns
+/// the time since `started`: how long a change took to reach the file. Fails
+/// after 5 s. `buf` is reused from call to call, so polling allocates nothing.
+pub fn time_to_file(
+    dest: &Path,
+    expected: &str,
+    started: Instant,
+    poll: Duration,
+    buf: &mut String,
+) -> Result<Duration> {
+    let deadline = started + Duration::from_secs(5);
+    loop {
+        buf.clear();
+        if let Ok(mut f) = std::fs::File::open(dest) {
+            let _ = f.read_to_string(buf);
+        }
+        if buf == expected {
+            return Ok(started.elapsed());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{expected:?} never reached {}", dest.display()).into());
+        }
+        std::thread::sleep(poll);
+    }
 }
 
 /// The `p` quantile (0.5: the median) of `sorted`, which is not empty.

@@ -14,7 +14,6 @@
 //! `IDLE_SECS` (60), `ONETIME_RUNS` (20), `BENCH_DIR` (where confdirs and
 //! destinations go; default: the system temp dir).
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -24,7 +23,7 @@ use futures::StreamExt;
 use sidekick_backend::{Backend, Interest, Update};
 use sidekick_backend_etcd::{EtcdBackend, EtcdConfig};
 use sidekick_testkit::bench::{
-    confdir, cpu_ticks, env_num, ms, percentile, status_kb, wait_for, Result, Stop,
+    confdir, cpu_ticks, env_num, ms, percentile, status_kb, time_to_file, wait_for, Result, Stop,
 };
 use sidekick_testkit::etcd::Etcd;
 use sidekick_testkit::wait;
@@ -168,21 +167,13 @@ fn latency(
         let started = Instant::now();
         runtime.block_on(client.put("/lat/v", value.as_str(), None))?;
         let put_done = started.elapsed();
-        let deadline = started + Duration::from_secs(5);
-        loop {
-            buf.clear();
-            if let Ok(mut f) = std::fs::File::open(&dest) {
-                let _ = f.read_to_string(&mut buf);
-            }
-            if buf == expected {
-                break;
-            }
-            if Instant::now() > deadline {
-                return Err(format!("change {i} never reached {}", dest.display()).into());
-            }
-            std::thread::sleep(Duration::from_micros(20));
-        }
-        let seen = started.elapsed();
+        let seen = time_to_file(
+            &dest,
+            &expected,
+            started,
+            Duration::from_micros(20),
+            &mut buf,
+        )?;
         if i >= 20 {
             // The first 20 warm up caches and connections.
             to_file.push(seen);

@@ -16,7 +16,6 @@
 // A benchmark program: a panic is a failed run.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -25,7 +24,7 @@ use futures::StreamExt;
 use sidekick_backend::{Backend, Interest, Update};
 use sidekick_backend_redis::{RedisBackend, RedisConfig};
 use sidekick_testkit::bench::{
-    confdir, cpu_ticks, env_num, ms, percentile, status_kb, wait_for, Result, Stop,
+    confdir, cpu_ticks, env_num, ms, percentile, status_kb, time_to_file, wait_for, Result, Stop,
 };
 use sidekick_testkit::redis::{Redis, Resp};
 use sidekick_testkit::wait;
@@ -99,21 +98,13 @@ fn latency(client: &mut Resp, redis: &Redis, sidekick: &Path, base: &Path) -> Re
         let started = Instant::now();
         set(client, "/lat/v", &value)?;
         let set_done = started.elapsed();
-        let deadline = started + Duration::from_secs(5);
-        loop {
-            buf.clear();
-            if let Ok(mut f) = std::fs::File::open(&dest) {
-                let _ = f.read_to_string(&mut buf);
-            }
-            if buf == expected {
-                break;
-            }
-            if Instant::now() > deadline {
-                return Err(format!("change {i} never reached {}", dest.display()).into());
-            }
-            std::thread::sleep(Duration::from_micros(20));
-        }
-        let seen = started.elapsed();
+        let seen = time_to_file(
+            &dest,
+            &expected,
+            started,
+            Duration::from_micros(20),
+            &mut buf,
+        )?;
         if i >= 20 {
             // The first 20 warm up caches and connections.
             to_file.push(seen);

@@ -17,7 +17,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -27,7 +26,7 @@ use serde_json::json;
 use sidekick_backend::{Backend, Interest, Update};
 use sidekick_backend_vault::{Auth, Mount, Timing, VaultBackend, VaultConfig};
 use sidekick_testkit::bench::{
-    confdir, cpu_ticks, env_num, ms, percentile, status_kb, Result, Stop,
+    confdir, cpu_ticks, env_num, ms, percentile, status_kb, time_to_file, Result, Stop,
 };
 use sidekick_testkit::vault::Vault;
 use sidekick_testkit::wait;
@@ -111,21 +110,13 @@ fn latency(vault: &Vault, m: &str, sidekick: &Path, base: &Path) -> Result<()> {
         let started = Instant::now();
         vault.put(m, 2, "lat/v", json!({ "value": value }));
         let written = started.elapsed();
-        let deadline = started + Duration::from_secs(5);
-        loop {
-            buf.clear();
-            if let Ok(mut f) = std::fs::File::open(&dest) {
-                let _ = f.read_to_string(&mut buf);
-            }
-            if buf == expected {
-                break;
-            }
-            if Instant::now() > deadline {
-                return Err(format!("change {i} never reached {}", dest.display()).into());
-            }
-            std::thread::sleep(Duration::from_micros(200));
-        }
-        let seen = started.elapsed();
+        let seen = time_to_file(
+            &dest,
+            &expected,
+            started,
+            Duration::from_micros(200),
+            &mut buf,
+        )?;
         let read_started = Instant::now();
         vault.ok("GET", &format!("{m}/data/lat/v"), &serde_json::Value::Null);
         let read = read_started.elapsed();

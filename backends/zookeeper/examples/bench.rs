@@ -17,7 +17,6 @@
 // A measuring program: a failure is a message and an exit, as in tests.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -26,7 +25,7 @@ use futures::StreamExt;
 use sidekick_backend::{Backend, Interest, Update};
 use sidekick_backend_zookeeper::{ZookeeperBackend, ZookeeperConfig};
 use sidekick_testkit::bench::{
-    confdir, cpu_ticks, env_num, ms, percentile, status_kb, Result, Stop,
+    confdir, cpu_ticks, env_num, ms, percentile, status_kb, time_to_file, Result, Stop,
 };
 use sidekick_testkit::wait;
 use sidekick_testkit::zookeeper::ZooKeeper;
@@ -136,21 +135,13 @@ fn latency(
         let started = Instant::now();
         runtime.block_on(client.set_data("/lat/v", value.as_bytes(), None))?;
         let write_done = started.elapsed();
-        let deadline = started + Duration::from_secs(5);
-        loop {
-            buf.clear();
-            if let Ok(mut f) = std::fs::File::open(&dest) {
-                let _ = f.read_to_string(&mut buf);
-            }
-            if buf == expected {
-                break;
-            }
-            if Instant::now() > deadline {
-                return Err(format!("change {i} never reached {}", dest.display()).into());
-            }
-            std::thread::sleep(Duration::from_micros(20));
-        }
-        let seen = started.elapsed();
+        let seen = time_to_file(
+            &dest,
+            &expected,
+            started,
+            Duration::from_micros(20),
+            &mut buf,
+        )?;
         if i >= 20 {
             // The first 20 warm up caches, the JIT and connections.
             to_file.push(seen);

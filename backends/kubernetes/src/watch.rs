@@ -251,23 +251,21 @@ fn insert_keys(
 #[derive(Debug, Clone, PartialEq)]
 enum Obj {
     Data(Data),
-    /// A Service's catalog name (see [`service_name`]).
-    Service {
-        namespace: String,
-        name: String,
-    },
+    /// A Service by its catalog name (see [`service_name`]).
+    Service(String),
+    /// A slice, its Service named as [`service_name`] names it.
     Slice(Slice),
 }
 
 impl Obj {
-    /// `<ns>/<name>`: unique within a source, cluster-wide ones included.
+    /// Unique within a source, cluster-wide ones included: `<ns>/<name>`, or
+    /// a Service's catalog name (which holds the namespace when it must).
     fn key(&self) -> String {
-        let (ns, name) = match self {
-            Obj::Data(d) => (&d.namespace, &d.name),
-            Obj::Service { namespace, name } => (namespace, name),
-            Obj::Slice(s) => (&s.namespace, &s.name),
-        };
-        format!("{ns}/{name}")
+        match self {
+            Obj::Data(d) => format!("{}/{}", d.namespace, d.name),
+            Obj::Service(name) => name.clone(),
+            Obj::Slice(s) => format!("{}/{}", s.namespace, s.name),
+        }
     }
 }
 
@@ -328,6 +326,7 @@ impl What {
     fn open(&self, conn: &Connection) -> Events {
         let client = &conn.client;
         let ns = self.namespace();
+        let qualified = conn.scope.qualified;
         match self {
             What::Keys(target) => {
                 let mut config = watcher::Config::default();
@@ -349,15 +348,15 @@ impl What {
             What::Services(_) => watch_events(
                 api::<Service>(client, ns),
                 watcher::Config::default(),
-                |s| Obj::Service {
-                    namespace: s.namespace().unwrap_or_default(),
-                    name: s.name_any(),
+                move |s| {
+                    let namespace = s.namespace().unwrap_or_default();
+                    Obj::Service(service_name(&namespace, &s.name_any(), qualified))
                 },
             ),
             What::Slices(_) => watch_events(
                 api::<EndpointSlice>(client, ns),
                 watcher::Config::default(),
-                |s| Obj::Slice(Slice::from_endpoint_slice(s)),
+                move |s| Obj::Slice(qualify_slice(Slice::from_endpoint_slice(s), qualified)),
             ),
         }
     }
@@ -541,7 +540,7 @@ impl State {
             }
         }
         if catalog_dirty {
-            let fresh = catalog_of(&self.sources, self.qualified);
+            let fresh = catalog_of(&self.sources);
             if fresh.is_some() && fresh != *reported_catalog {
                 *reported_catalog = fresh.clone();
                 if let Some(c) = fresh {
@@ -577,13 +576,13 @@ impl State {
     }
 
     fn catalog(&self) -> Option<Catalog> {
-        catalog_of(&self.sources, self.qualified)
+        catalog_of(&self.sources)
     }
 }
 
 /// The catalog from the Services and EndpointSlices sources (one pair per
 /// namespace, or one cluster-wide pair), once all of them listed.
-fn catalog_of(sources: &[Source], qualified: bool) -> Option<Catalog> {
+fn catalog_of(sources: &[Source]) -> Option<Catalog> {
     let catalog_sources: Vec<&Source> = sources
         .iter()
         .filter(|s| matches!(s.what, What::Services(_) | What::Slices(_)))
@@ -593,18 +592,14 @@ fn catalog_of(sources: &[Source], qualified: bool) -> Option<Catalog> {
     }
     let mut names = Vec::new();
     let mut slices = Vec::new();
-    for source in catalog_sources {
-        for obj in source.objects.values() {
-            match obj {
-                Obj::Service { namespace, name } => {
-                    names.push(service_name(namespace, name, qualified));
-                }
-                Obj::Slice(s) => slices.push(qualify_slice(s.clone(), qualified)),
-                Obj::Data(_) => {}
-            }
+    for obj in catalog_sources.iter().flat_map(|s| s.objects.values()) {
+        match obj {
+            Obj::Service(name) => names.push(name.as_str()),
+            Obj::Slice(slice) => slices.push(slice),
+            Obj::Data(_) => {}
         }
     }
-    Some(catalog::build(names.iter().map(String::as_str), &slices))
+    Some(catalog::build(names, slices))
 }
 
 /// Puts and deletes that turn `reported`'s keys under `region` into `fresh`'s,

@@ -613,6 +613,12 @@ async fn several_namespaces_put_the_namespace_in_keys_and_service_names() {
     let (web_a, web_b) = (format!("web.{a}"), format!("web.{b}"));
     assert_eq!(catalog.services(), [web_a.as_str(), web_b.as_str()]);
     assert_eq!(addresses(&catalog, &web_b), ["10.0.1.1:8080"]);
+    // A watch names them the same.
+    let mut stream = be.watch(&interest(&[], true)).expect("watch");
+    let catalog = first_snapshot(&mut stream).await.catalog.expect("catalog");
+    assert_eq!(catalog.services(), [web_a.as_str(), web_b.as_str()]);
+    assert_eq!(addresses(&catalog, &web_b), ["10.0.1.1:8080"]);
+    drop(stream);
 
     // A prefix naming one namespace watches that namespace alone.
     let mut stream = be

@@ -128,7 +128,7 @@ impl Plan {
                 ignored.push(prefix.clone());
                 continue;
             };
-            if !scope.qualified {
+            if !scope.qualified() {
                 let namespace = scope.namespaces.as_ref().and_then(|l| l.first().cloned());
                 let name = segments.next().map(str::to_string);
                 set.insert(Target {
@@ -283,7 +283,6 @@ mod tests {
     fn several_namespaces_qualify_the_layout() {
         let scope = Scope {
             namespaces: Some(vec!["a".into(), "b".into()]),
-            qualified: true,
         };
         let p = Plan::new(
             &interest(&["/configmaps", "/secrets/b/db/pw", "/secrets/c/x"]),
@@ -305,10 +304,7 @@ mod tests {
 
     #[test]
     fn all_namespaces_is_one_cluster_wide_target_per_kind() {
-        let scope = Scope {
-            namespaces: None,
-            qualified: true,
-        };
+        let scope = Scope { namespaces: None };
         let p = Plan::new(&interest(&["/", "/configmaps/x/app"]), &scope);
         assert_eq!(
             p.targets,

@@ -77,9 +77,6 @@ impl Namespaces {
 pub(crate) struct Scope {
     /// `None`: every namespace.
     pub namespaces: Option<Vec<String>>,
-    /// Keys carry the namespace (`/configmaps/<ns>/<name>/<key>`): several
-    /// namespaces or all. One namespace keeps `/configmaps/<name>/<key>`.
-    pub qualified: bool,
 }
 
 impl Scope {
@@ -87,7 +84,6 @@ impl Scope {
     pub(crate) fn one(namespace: &str) -> Scope {
         Scope {
             namespaces: Some(vec![namespace.to_string()]),
-            qualified: false,
         }
     }
 
@@ -98,13 +94,15 @@ impl Scope {
             Namespaces::One(ns) => Scope::one(ns),
             Namespaces::Several(list) => Scope {
                 namespaces: Some(list.clone()),
-                qualified: true,
             },
-            Namespaces::All => Scope {
-                namespaces: None,
-                qualified: true,
-            },
+            Namespaces::All => Scope { namespaces: None },
         }
+    }
+
+    /// Keys carry the namespace (`/configmaps/<ns>/<name>/<key>`): several
+    /// namespaces or all. One namespace keeps `/configmaps/<name>/<key>`.
+    pub(crate) fn qualified(&self) -> bool {
+        self.namespaces.as_ref().is_none_or(|list| list.len() > 1)
     }
 
     /// True when `ns` is read.

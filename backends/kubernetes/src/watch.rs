@@ -57,7 +57,7 @@ pub(crate) async fn load(shared: &Shared, interest: &Interest) -> Result<Snapsho
     let (lists, catalog) =
         futures::future::try_join(futures::future::try_join_all(lists), catalog).await?;
     let mut keys = KeyTree::new();
-    let qualified = conn.scope.qualified;
+    let qualified = conn.scope.qualified();
     for (target, objects) in plan.targets.iter().zip(lists) {
         for data in &objects {
             insert_keys(
@@ -185,7 +185,7 @@ async fn load_catalog(conn: &Connection) -> Result<Catalog, BackendError> {
         }
     });
     let lists = futures::future::try_join_all(per_scope).await?;
-    let qualified = conn.scope.qualified;
+    let qualified = conn.scope.qualified();
     let mut names = Vec::new();
     let mut slices = Vec::new();
     for (services, found) in lists {
@@ -326,7 +326,7 @@ impl What {
     fn open(&self, conn: &Connection) -> Events {
         let client = &conn.client;
         let ns = self.namespace();
-        let qualified = conn.scope.qualified;
+        let qualified = conn.scope.qualified();
         match self {
             What::Keys(target) => {
                 let mut config = watcher::Config::default();
@@ -759,7 +759,13 @@ fn start(conn: &Connection, interest: Interest, warned: &Arc<WarnOnce>) -> Optio
         events,
         backlog: VecDeque::new(),
         failed: None,
-        state: State::new(interest, conn.scope.qualified, &conn.server, whats, warned),
+        state: State::new(
+            interest,
+            conn.scope.qualified(),
+            &conn.server,
+            whats,
+            warned,
+        ),
     }))
 }
 

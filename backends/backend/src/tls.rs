@@ -60,11 +60,6 @@ impl TlsFiles {
         Ok(TlsFiles { ca, client })
     }
 
-    /// True when no file was given.
-    pub fn is_empty(&self) -> bool {
-        self.ca.is_none() && self.client.is_none()
-    }
-
     /// Adds the files to a reqwest client (the Consul and Vault backends):
     /// the CA replaces the built-in roots, the pair is the client identity.
     #[cfg(feature = "reqwest")]
@@ -150,7 +145,8 @@ mod tests {
         let files = read(Some(&pem), Some(&pem), Some(&pem)).unwrap();
         assert!(files.ca.is_some() && files.client.is_some());
         assert!(!format!("{files:?}").contains("BEGIN"));
-        assert!(read(None, None, None).unwrap().is_empty());
+        let none = read(None, None, None).unwrap();
+        assert!(none.ca.is_none() && none.client.is_none());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

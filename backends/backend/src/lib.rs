@@ -12,6 +12,8 @@ mod backoff;
 mod catalog;
 pub mod driver;
 mod error;
+#[cfg(feature = "reqwest")]
+pub mod http;
 mod keys;
 pub mod tls;
 

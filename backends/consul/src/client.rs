@@ -16,6 +16,7 @@ use base64::Engine as _;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use reqwest::StatusCode;
 use serde::Deserialize;
+use sidekick_backend::http::transport_message;
 use sidekick_backend::{is_under, normalize_key, BackendError, ServiceInstance};
 
 use crate::config::Resolved;
@@ -312,24 +313,6 @@ impl Api {
             text.push_str("no message");
         }
         text
-    }
-}
-
-/// A short description of a transport failure: the innermost cause (such as
-/// "Connection refused (os error 111)"), not reqwest's URL-laden summary.
-fn transport_message(e: &reqwest::Error, timeout: Duration) -> String {
-    if e.is_timeout() {
-        return format!("no answer within {timeout:?}");
-    }
-    let mut inner: &dyn std::error::Error = e;
-    while let Some(next) = inner.source() {
-        inner = next;
-    }
-    let cause = inner.to_string();
-    if e.is_connect() {
-        format!("cannot connect: {cause}")
-    } else {
-        cause
     }
 }
 

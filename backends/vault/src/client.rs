@@ -16,6 +16,7 @@ use reqwest::header::HeaderValue;
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use sidekick_backend::http::transport_message;
 use sidekick_backend::BackendError;
 
 use crate::config::{Auth, Resolved};
@@ -588,24 +589,6 @@ pub(crate) fn encode(s: &str) -> String {
         }
     }
     out
-}
-
-/// A short description of a transport failure: the innermost cause (such as
-/// "Connection refused (os error 111)"), not reqwest's URL-laden summary.
-fn transport_message(e: &reqwest::Error, timeout: Duration) -> String {
-    if e.is_timeout() {
-        return format!("no answer within {timeout:?}");
-    }
-    let mut inner: &dyn std::error::Error = e;
-    while let Some(next) = inner.source() {
-        inner = next;
-    }
-    let cause = inner.to_string();
-    if e.is_connect() {
-        format!("cannot connect: {cause}")
-    } else {
-        cause
-    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 
 use std::io::Read;
 use std::path::Path;
-use std::process::Child;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::wait;
@@ -47,6 +47,43 @@ impl Drop for Stop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// sidekick run with `args` (the backend and its node) on `confdir`, warnings
+/// only, its output discarded.
+fn sidekick_command(sidekick: &Path, args: &[&str], confdir: &Path) -> Command {
+    let mut command = Command::new(sidekick);
+    command
+        .args(args)
+        .arg("--confdir")
+        .arg(confdir)
+        .args(["--log-level", "warn"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    command
+}
+
+/// A `--watch` sidekick (as [`sidekick_command`]) whose warnings show.
+pub fn spawn_watch(sidekick: &Path, args: &[&str], confdir: &Path) -> Result<Child> {
+    Ok(sidekick_command(sidekick, args, confdir)
+        .arg("--watch")
+        .stderr(Stdio::inherit())
+        .spawn()?)
+}
+
+/// The wall time of one `--onetime` run (as [`sidekick_command`]), `dest`
+/// removed first so that the run renders and writes it.
+pub fn onetime(sidekick: &Path, args: &[&str], confdir: &Path, dest: &Path) -> Result<Duration> {
+    let _ = std::fs::remove_file(dest);
+    let started = Instant::now();
+    let status = sidekick_command(sidekick, args, confdir)
+        .arg("--onetime")
+        .status()?;
+    let wall = started.elapsed();
+    if !status.success() {
+        return Err(format!("--onetime failed: {status}").into());
+    }
+    Ok(wall)
 }
 
 /// Waits until `path` holds exactly `content`.

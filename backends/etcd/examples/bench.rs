@@ -23,7 +23,8 @@ use futures::StreamExt;
 use sidekick_backend::{Backend, Interest, Update};
 use sidekick_backend_etcd::{EtcdBackend, EtcdConfig};
 use sidekick_testkit::bench::{
-    confdir, cpu_ticks, env_num, ms, percentile, status_kb, time_to_file, wait_for, Result, Stop,
+    self, confdir, cpu_ticks, env_num, ms, percentile, status_kb, time_to_file, wait_for, Result,
+    Stop,
 };
 use sidekick_testkit::etcd::Etcd;
 use sidekick_testkit::wait;
@@ -133,15 +134,11 @@ fn backend_latency(
 }
 
 fn spawn_watch(sidekick: &Path, etcd: &Etcd, dir: &Path) -> Result<Child> {
-    Ok(Command::new(sidekick)
-        .args(["--backend", "etcdv3", "--node", &etcd.url(), "--watch"])
-        .arg("--confdir")
-        .arg(dir)
-        .args(["--log-level", "warn"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()?)
+    bench::spawn_watch(
+        sidekick,
+        &["--backend", "etcdv3", "--node", &etcd.url()],
+        dir,
+    )
 }
 
 fn latency(
@@ -294,21 +291,12 @@ fn onetime(
             return Err(format!("loaded {} keys", snapshot.keys.len()).into());
         }
         drop(snapshot);
-        // Each run renders and writes: remove the last output first.
-        let _ = std::fs::remove_file(&dest);
-        let started = Instant::now();
-        let status = Command::new(sidekick)
-            .args(["--backend", "etcdv3", "--node", &etcd.url(), "--onetime"])
-            .arg("--confdir")
-            .arg(dir.path())
-            .args(["--log-level", "warn"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .status()?;
-        let wall = started.elapsed();
-        if !status.success() {
-            return Err(format!("--onetime failed: {status}").into());
-        }
+        let wall = bench::onetime(
+            sidekick,
+            &["--backend", "etcdv3", "--node", &etcd.url()],
+            dir.path(),
+            &dest,
+        )?;
         if i >= 2 {
             walls.push(wall);
             loads.push(load);

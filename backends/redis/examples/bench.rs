@@ -17,14 +17,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use sidekick_backend::{Backend, Interest, Update};
 use sidekick_backend_redis::{RedisBackend, RedisConfig};
 use sidekick_testkit::bench::{
-    confdir, cpu_ticks, env_num, ms, percentile, status_kb, time_to_file, wait_for, Result, Stop,
+    self, confdir, cpu_ticks, env_num, ms, percentile, status_kb, time_to_file, wait_for, Result,
+    Stop,
 };
 use sidekick_testkit::redis::{Redis, Resp};
 use sidekick_testkit::wait;
@@ -70,15 +71,11 @@ fn set(client: &mut Resp, key: &str, value: &str) -> Result<()> {
 }
 
 fn spawn_watch(sidekick: &Path, redis: &Redis, dir: &Path) -> Result<Child> {
-    Ok(Command::new(sidekick)
-        .args(["--backend", "redis", "--node", &redis.url(), "--watch"])
-        .arg("--confdir")
-        .arg(dir)
-        .args(["--log-level", "warn"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()?)
+    bench::spawn_watch(
+        sidekick,
+        &["--backend", "redis", "--node", &redis.url()],
+        dir,
+    )
 }
 
 fn latency(client: &mut Resp, redis: &Redis, sidekick: &Path, base: &Path) -> Result<()> {
@@ -251,20 +248,12 @@ fn onetime(client: &mut Resp, redis: &Redis, sidekick: &Path, base: &Path) -> Re
             return Err(format!("loaded {} keys", snapshot.keys.len()).into());
         }
         drop(snapshot);
-        let _ = std::fs::remove_file(&dest);
-        let started = Instant::now();
-        let status = Command::new(sidekick)
-            .args(["--backend", "redis", "--node", &redis.url(), "--onetime"])
-            .arg("--confdir")
-            .arg(dir.path())
-            .args(["--log-level", "warn"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .status()?;
-        let wall = started.elapsed();
-        if !status.success() {
-            return Err(format!("--onetime failed: {status}").into());
-        }
+        let wall = bench::onetime(
+            sidekick,
+            &["--backend", "redis", "--node", &redis.url()],
+            dir.path(),
+            &dest,
+        )?;
         if i >= 2 {
             walls.push(wall);
             loads.push(load);

@@ -18,7 +18,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -26,7 +26,7 @@ use serde_json::json;
 use sidekick_backend::{Backend, Interest, Update};
 use sidekick_backend_vault::{Auth, Mount, Timing, VaultBackend, VaultConfig};
 use sidekick_testkit::bench::{
-    confdir, cpu_ticks, env_num, ms, percentile, status_kb, time_to_file, Result, Stop,
+    self, confdir, cpu_ticks, env_num, ms, percentile, status_kb, time_to_file, Result, Stop,
 };
 use sidekick_testkit::vault::Vault;
 use sidekick_testkit::wait;
@@ -68,17 +68,18 @@ fn main() -> Result<()> {
 }
 
 fn spawn_watch(sidekick: &Path, vault: &Vault, dir: &Path, interval: u64) -> Result<Child> {
-    Ok(Command::new(sidekick)
-        .args(["--backend", "vault", "--node", &vault.url(), "--watch"])
-        .args(["--interval", &interval.to_string()])
-        .args(["--vault-token", &vault.root_token()])
-        .arg("--confdir")
-        .arg(dir)
-        .args(["--log-level", "warn"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()?)
+    let (url, interval, token) = (vault.url(), interval.to_string(), vault.root_token());
+    let args = [
+        "--backend",
+        "vault",
+        "--node",
+        &url,
+        "--interval",
+        &interval,
+        "--vault-token",
+        &token,
+    ];
+    bench::spawn_watch(sidekick, &args, dir)
 }
 
 fn latency(vault: &Vault, m: &str, sidekick: &Path, base: &Path) -> Result<()> {

@@ -18,14 +18,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use sidekick_backend::{Backend, Interest, Update};
 use sidekick_backend_zookeeper::{ZookeeperBackend, ZookeeperConfig};
 use sidekick_testkit::bench::{
-    confdir, cpu_ticks, env_num, ms, percentile, status_kb, time_to_file, Result, Stop,
+    self, confdir, cpu_ticks, env_num, ms, percentile, status_kb, time_to_file, Result, Stop,
 };
 use sidekick_testkit::wait;
 use sidekick_testkit::zookeeper::ZooKeeper;
@@ -89,21 +89,8 @@ async fn put(client: &zk::Client, path: &str, data: &str) -> Result<()> {
 }
 
 fn spawn_watch(sidekick: &Path, server: &ZooKeeper, dir: &Path) -> Result<Child> {
-    Ok(Command::new(sidekick)
-        .args([
-            "--backend",
-            "zookeeper",
-            "--node",
-            &server.address(),
-            "--watch",
-        ])
-        .arg("--confdir")
-        .arg(dir)
-        .args(["--log-level", "warn"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()?)
+    let node = server.address();
+    bench::spawn_watch(sidekick, &["--backend", "zookeeper", "--node", &node], dir)
 }
 
 fn latency(
@@ -328,26 +315,12 @@ fn onetime(
             return Err(format!("loaded {} keys", snapshot.keys.len()).into());
         }
         drop(snapshot);
-        let _ = std::fs::remove_file(&dest);
-        let started = Instant::now();
-        let status = Command::new(sidekick)
-            .args([
-                "--backend",
-                "zookeeper",
-                "--node",
-                &server.address(),
-                "--onetime",
-            ])
-            .arg("--confdir")
-            .arg(dir.path())
-            .args(["--log-level", "warn"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .status()?;
-        let wall = started.elapsed();
-        if !status.success() {
-            return Err(format!("--onetime failed: {status}").into());
-        }
+        let wall = bench::onetime(
+            sidekick,
+            &["--backend", "zookeeper", "--node", &server.address()],
+            dir.path(),
+            &dest,
+        )?;
         if i >= 2 {
             walls.push(wall);
             loads.push(load);
